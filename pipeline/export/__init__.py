@@ -1,0 +1,1 @@
+"""Backend exporters: one module per backend, the same shape each (export + effective settings)."""

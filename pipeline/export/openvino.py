@@ -1,0 +1,158 @@
+"""OpenVINO IR export through optimum-intel's Python API (the code path ``optimum-cli export openvino`` runs).
+
+Every compression option is passed explicitly, so optimum-intel's hidden per-model default
+configs never apply, and the effective settings are read back from the IR itself (NNCF's rt_info
+plus the shapes and element types of the compressed weight constants) because optimum-intel's
+``openvino_config.json`` does not record them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import OpenVINOVariant, Params
+from ..errors import ExportError
+from ..fsutil import atomic_dir, write_json
+from ..sources.checkpoint import read_model_config
+from ..toolchain import versions
+
+log = logging.getLogger(__name__)
+
+BACKEND = "openvino"
+EXPORT_JSON = "aipc_export.json"
+TASK = "text-generation-with-past"
+REQUIRED_FILES = (
+    "openvino_model.xml",
+    "openvino_model.bin",
+    "openvino_tokenizer.xml",
+    "openvino_tokenizer.bin",
+    "openvino_detokenizer.xml",
+    "openvino_detokenizer.bin",
+    "config.json",
+    "generation_config.json",
+)
+
+
+def disable_telemetry() -> None:
+    """Decline OpenVINO telemetry for this process only (no consent file is written).
+
+    Offline, openvino-telemetry forks a child per event (~2x export time), and a pipeline
+    should not phone home from users' CI. This is the library's own "declined" path.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # pragma: no cover - telemetry package absent: nothing to disable
+        return
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+
+
+def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``."""
+    variant = params.openvino.variants[key]
+    model_config = read_model_config(source_dir)
+    variant.check_model(key, {k: model_config[k] for k in ("hidden_size", "intermediate_size") if k in model_config})
+    disable_telemetry()
+
+    from optimum.exporters.openvino.__main__ import _main_quantize, main_export
+    from optimum.intel.openvino.configuration import OVConfig
+
+    qcfg = variant.optimum_quantization_config()
+    ov_config = OVConfig(quantization_config=qcfg) if qcfg else OVConfig(dtype=variant.weight_format)
+    with atomic_dir(out_dir) as tmp:
+        log.info("exporting %s -> OpenVINO %s (%s)", source_dir, key, _describe(variant))
+        try:
+            # The two calls optimum-cli's `export openvino` makes (optimum/commands/export/openvino.py).
+            main_export(
+                model_name_or_path=str(source_dir),
+                output=tmp,
+                task=TASK,
+                framework="pt",
+                trust_remote_code=False,
+                ov_config=ov_config,
+                stateful=True,
+                convert_tokenizer=True,
+                library_name="transformers",
+            )
+            if qcfg:
+                _main_quantize(
+                    model_name_or_path=str(source_dir),
+                    task=TASK,
+                    library_name="transformers",
+                    quantization_config=qcfg,
+                    output=tmp,
+                    cache_dir=None,
+                    trust_remote_code=False,
+                )
+        except Exception as err:  # noqa: BLE001
+            if type(err).__name__ == "InvalidGroupSizeError":
+                raise ExportError(
+                    f"params.yaml: openvino.variants.{key}.group_size = {variant.group_size}: {err}",
+                    fix=f"choose a group size dividing every layer's input width, or set "
+                    f"openvino.variants.{key}.group_size_fallback: adjust",
+                ) from None
+            raise ExportError(f"OpenVINO export of variant {key!r} failed: {type(err).__name__}: {err}",
+                              fix="see the log above; check the source checkpoint loads with transformers") from err
+        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+        if missing:
+            raise ExportError(f"OpenVINO export of {key!r} did not write {', '.join(missing)}",
+                              fix="check optimum-intel / openvino-tokenizers are installed (see pyproject.toml)")
+        record = {
+            "backend": BACKEND,
+            "variant": key,
+            "params": variant.model_dump(mode="json"),
+            "effective": effective_settings(tmp / "openvino_model.xml"),
+            "toolchain": versions(),
+        }
+        write_json(tmp / EXPORT_JSON, record)
+    return record
+
+
+def _describe(v: OpenVINOVariant) -> str:
+    if v.weight_format == "int4":
+        return f"int4 {'sym' if v.sym else 'asym'} group {v.group_size} ratio {v.ratio}"
+    return v.weight_format
+
+
+def effective_settings(xml: Path) -> dict[str, Any]:
+    """What the IR really holds: NNCF's recorded settings and the weight constants' formats.
+
+    Group sizes are read from the compressed constants' shapes ([out, groups, group] for grouped,
+    [out, in] for channel-wise), not from rt_info, which records the *requested* group size even
+    when a fallback changed it.
+    """
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    nncf: dict[str, str] = {}
+    rt = model.get_rt_info()
+    if model.has_rt_info(["nncf", "weight_compression"]):
+        node = rt["nncf"]["weight_compression"]
+        for k in node.astype(dict) if hasattr(node, "astype") else node:
+            nncf[str(k)] = str(model.get_rt_info(["nncf", "weight_compression", str(k)]))
+    counts: collections.Counter[str] = collections.Counter()
+    params_by_type: collections.Counter[str] = collections.Counter()
+    group_sizes: collections.Counter[str] = collections.Counter()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        et = op.get_element_type().get_type_name()
+        shape = list(op.get_output_shape(0))
+        n = 1
+        for d in shape:
+            n *= d
+        if n < 4096:  # scales, zero points, small constants
+            continue
+        counts[et] += 1
+        params_by_type[et] += n
+        if et in ("u4", "i4", "nf4"):
+            group_sizes[str(shape[-1]) if len(shape) == 3 else "channel"] += 1
+    total = sum(params_by_type.values()) or 1
+    return {
+        "nncf": nncf,
+        "weight_constants": dict(sorted(counts.items())),
+        "weight_share_by_type": {k: round(v / total, 4) for k, v in sorted(params_by_type.items())},
+        "int4_group_sizes": dict(sorted(group_sizes.items())),
+    }

@@ -1,0 +1,80 @@
+"""The ``aipc`` command. Errors from the library become one message and an exit code here, and only here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("aipc")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.DEBUG if verbosity > 1 else logging.INFO if verbosity >= 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "nncf"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class AipcGroup(click.Group):
+    """Runs a command; turns the project's errors into one message and exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as err:
+            click.echo(f"aipc: error: {err.message}", err=True)
+            if err.fix:
+                click.echo(f"aipc: fix: {err.fix}", err=True)
+            if os.environ.get("AIPC_DEBUG"):
+                raise
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("aipc: interrupted", err=True)
+            ctx.exit(130)
+
+
+class Ctx:
+    def __init__(self, params_path: Path):
+        self.params_path = params_path
+        self._params = None
+
+    @property
+    def params(self):
+        if self._params is None:
+            from pipeline.config import load_params
+
+            self._params = load_params(self.params_path)
+        return self._params
+
+
+@click.group(cls=AipcGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aipc")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"),
+              show_default=True, help="The params file (schema: pipeline/config.py).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def main(ctx: click.Context, params_path: Path, verbose: int, quiet: bool) -> None:
+    """Turn Phi-3 checkpoints into validated, publishable model bundles for Intel AI PCs."""
+    _setup_logging(-1 if quiet else verbose)
+    ctx.obj = Ctx(params_path)
+
+
+def _register() -> None:
+    from . import check, download, export, smoke, workspace
+
+    for mod in (check, download, export, smoke, workspace):
+        main.add_command(mod.command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

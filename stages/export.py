@@ -1,0 +1,34 @@
+"""``aipc export BACKEND VARIANT``: one artifact per DVC stage."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("export")
+def command() -> None:
+    """Export the downloaded model with one backend."""
+
+
+def _variant(params, section: str, key: str):
+    from pipeline.errors import ConfigError
+
+    variants = getattr(params, section).variants
+    if key not in variants:
+        raise ConfigError(f"params.yaml: {section}.variants has no {key!r}",
+                          fix=f"use one of: {', '.join(variants)}")
+    return key
+
+
+@command.command("openvino")
+@click.argument("variant")
+@click.pass_obj
+def openvino(obj, variant: str) -> None:
+    """OpenVINO IR (model + tokenizer/detokenizer IR) for VARIANT of openvino.variants."""
+    from pipeline import paths
+    from pipeline.export import openvino as ov
+
+    key = _variant(obj.params, "openvino", variant)
+    out = paths.artifact_dir("openvino", key)
+    record = ov.export(obj.params, key, paths.source_dir(), out)
+    click.echo(f"openvino/{key}: {out} {record['effective']['weight_share_by_type']}")

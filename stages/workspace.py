@@ -1,0 +1,24 @@
+"""``aipc workspace init DIR``: a run folder for the real dvc.yaml on profile params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("workspace")
+def command() -> None:
+    """Run workspaces (the offline demo and the end-to-end tests use them)."""
+
+
+@command.command("init")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--profile", type=click.Path(path_type=Path), default=None,
+              help="YAML merged over the release params.yaml, e.g. configs/embedded.yaml.")
+def init(dest: Path, profile: Path | None) -> None:
+    """Create DEST with params.yaml (+ PROFILE), dvc.yaml and code links; then `cd DEST && dvc repro`."""
+    from pipeline import workspace
+
+    workspace.create(dest, profile)
+    click.echo(f"workspace: {dest} (run: cd {dest} && dvc repro)")

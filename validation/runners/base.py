@@ -1,0 +1,46 @@
+"""The runner interface the harness uses for every backend."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy generation."""
+
+    prompt: str                  # the chat-templated prompt the model saw
+    text: str                    # the decoded new text (special tokens skipped)
+    token_ids: list[int]         # the generated ids, EOS excluded
+    stopped_by: str              # "eos" or "max_new_tokens"
+    first_token_s: float
+    total_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+class Runner(abc.ABC):
+    """An artifact opened with its backend's own runtime."""
+
+    backend: str = ""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @abc.abstractmethod
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The model's chat template applied once, with the generation prompt."""
+
+    @abc.abstractmethod
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
+        """Greedy generation for a chat; the chat template is applied exactly once."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the runtime's memory."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
