@@ -53,6 +53,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dump_json(obj))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are shared and published
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -79,6 +80,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         log.debug("removing stale temp dir %s", stale)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     try:
         yield tmp
     except BaseException:

@@ -1,0 +1,140 @@
+"""params.yaml schema: each bad value gives the documented error (key, value, fix)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import EmbeddedSource, HubSource, Params, deep_merge, load_params, parse_params
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_(path: str, value):
+    data = copy.deepcopy(RELEASE)
+    keys = path.split(".")
+    cur = data
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    if value is _DELETE:
+        del cur[keys[-1]]
+    else:
+        cur[keys[-1]] = value
+    return data
+
+
+_DELETE = object()
+
+
+def test_release_params_are_valid_and_select_phi3_mini():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p.model, HubSource)
+    assert p.model.repo_id == "microsoft/Phi-3-mini-4k-instruct"
+    assert p.model.pinned, "the release revision must be a commit sha"
+    v = p.openvino.variants["int4"]
+    assert (v.weight_format, v.group_size, v.ratio, v.sym) == ("int4", 128, 0.6, True)
+    assert p.openvino.variants["fp16"].weight_format == "fp16"
+
+
+def test_embedded_profile_is_valid():
+    prof = yaml.safe_load((ROOT / "configs" / "embedded.yaml").read_text())
+    p = parse_params(deep_merge(RELEASE, prof))
+    assert isinstance(p.model, EmbeddedSource)
+    assert p.openvino.variants["int4"].group_size == 64
+
+
+@pytest.mark.parametrize(
+    "path,value,needles",
+    [
+        ("openvino.variants.int4.grup_size", 64, ["unknown key", "openvino.variants.int4.grup_size"]),
+        ("smoke.extra", 1, ["unknown key", "smoke.extra"]),
+        ("openvino.variants.int4.ratio", 1.5, ["openvino.variants.int4.ratio", "1.5", "less than or equal to 1"]),
+        ("openvino.variants.int4.ratio", 0, ["openvino.variants.int4.ratio", "greater than 0"]),
+        ("openvino.variants.int4.ratio", "lots", ["openvino.variants.int4.ratio", "'lots'"]),
+        ("openvino.variants.int4.group_size", 0, ["openvino.variants.int4.group_size", "-1 (per channel)"]),
+        ("openvino.variants.int4.weight_format", "int3", ["weight_format", "'int3'"]),
+        ("openvino.variants.int4.sym", _DELETE, ["sym", "explicitly"]),
+        ("openvino.runtime.num_streams", 0, ["openvino.runtime.num_streams", "greater than or equal to 1"]),
+        ("openvino.runtime.device", "TPU", ["openvino.runtime.device", "'TPU'"]),
+        ("model.revision", _DELETE, ["model.revision", "required"]),
+        ("model.repo_id", "not a repo id", ["model.repo_id", "'not a repo id'"]),
+        ("model.source", "ftp", ["model", "'ftp'"]),
+        ("smoke.max_new_tokens", 0, ["smoke.max_new_tokens"]),
+    ],
+)
+def test_bad_values_name_key_value_and_fix(path, value, needles):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(with_(path, value))
+    text = str(exc.value)
+    for n in needles:
+        assert n in text, f"{n!r} not in {text!r}"
+    assert exc.value.fix
+
+
+def test_fp16_variant_refuses_int4_options():
+    with pytest.raises(ConfigError, match=r"group_size.*only apply to int4"):
+        parse_params(with_("openvino.variants.fp16.group_size", 64))
+
+
+def test_npu_variant_refuses_asymmetric_int4_and_says_why():
+    data = with_("openvino.variants.npu-int4", {"weight_format": "int4", "group_size": -1, "ratio": 1.0,
+                                                "sym": False, "target_device": "npu"})
+    with pytest.raises(ConfigError) as exc:
+        parse_params(data)
+    assert "sym: false is refused for an NPU variant" in str(exc.value)
+    assert "symmetric" in str(exc.value)
+
+
+def test_npu_variant_needs_channelwise():
+    data = with_("openvino.variants.npu-int4", {"weight_format": "int4", "group_size": 128, "ratio": 1.0,
+                                                "sym": True, "target_device": "npu"})
+    with pytest.raises(ConfigError, match="group_size: -1"):
+        parse_params(data)
+
+
+def test_group_size_must_divide_hidden_size_unless_fallback():
+    emb = {"model": {"name": "e", "source": "embedded"}}
+    base = deep_merge(RELEASE, {"model": None})
+    data = deep_merge(base, emb)
+    with pytest.raises(ConfigError) as exc:
+        parse_params(data)  # group 128 vs hidden 576
+    text = str(exc.value)
+    assert "openvino.variants.int4.group_size = 128" in text and "hidden_size 576" in text
+    assert "group_size_fallback: adjust" in text and "64" in text
+    ok = deep_merge(data, {"openvino": {"variants": {"int4": {"group_size_fallback": "adjust"}}}})
+    assert parse_params(ok).openvino.variants["int4"].group_size_fallback == "adjust"
+
+
+def test_check_model_uses_real_widths():
+    p = load_params(ROOT / "params.yaml")
+    p.check_model({"hidden_size": 3072, "intermediate_size": 8192})  # Phi-3-mini: 128 divides both
+    with pytest.raises(ConfigError, match="intermediate_size 8200"):
+        p.check_model({"hidden_size": 3072, "intermediate_size": 8200})
+
+
+def test_branch_revision_is_accepted_but_not_pinned():
+    p = parse_params(with_("model.revision", "main"))
+    assert not p.model.pinned
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(bad)
+
+
+def test_params_are_frozen():
+    p = Params.model_validate(RELEASE)
+    with pytest.raises(Exception):
+        p.smoke.max_new_tokens = 3  # type: ignore[misc]

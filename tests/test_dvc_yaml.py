@@ -1,0 +1,113 @@
+"""dvc.yaml and params.yaml agree: every listed param exists, every param is read by a stage,
+every variant has its stages, metrics are not cached, and each stage command exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def _lookup(data, dotted):
+    cur = data
+    for k in dotted.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            raise KeyError(dotted)
+        cur = cur[k]
+    return cur
+
+
+def _subst(obj, key):
+    if isinstance(obj, str):
+        return obj.replace("${key}", key)
+    if isinstance(obj, list):
+        return [_subst(o, key) for o in obj]
+    if isinstance(obj, dict):
+        return {_subst(k, key): _subst(v, key) for k, v in obj.items()}
+    return obj
+
+
+def expanded_stages():
+    out = {}
+    for name, st in DVC["stages"].items():
+        if "foreach" in st:
+            ref = st["foreach"]
+            assert ref.startswith("${") and ref.endswith("}")
+            for key in _lookup(PARAMS, ref[2:-1]):
+                out[f"{name}@{key}"] = _subst(st["do"], key)
+        else:
+            out[name] = st
+    return out
+
+
+STAGES = expanded_stages()
+
+
+def _leaves(data, prefix=""):
+    for k, v in data.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, path + ".")
+        else:
+            yield path
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_params_exist(stage):
+    for p in STAGES[stage].get("params", []):
+        assert isinstance(p, str), "params come from params.yaml only"
+        _lookup(PARAMS, p)
+
+
+def test_every_param_is_read_by_some_stage():
+    listed = {p for st in STAGES.values() for p in st.get("params", [])}
+    unread = [leaf for leaf in _leaves(PARAMS) if not any(leaf == p or leaf.startswith(p + ".") for p in listed)]
+    assert not unread, f"params.yaml keys no stage lists: {unread}"
+
+
+def test_every_variant_has_export_and_smoke_stages():
+    for key in PARAMS["openvino"]["variants"]:
+        assert f"export-openvino@{key}" in STAGES and f"smoke-openvino@{key}" in STAGES
+
+
+def test_metrics_are_not_cached_and_outs_under_artifacts():
+    for name, st in STAGES.items():
+        for m in st.get("metrics", []):
+            (path, opts), = m.items()
+            assert opts == {"cache": False}, name
+            assert path.startswith("metrics/")
+        for o in st.get("outs", []):
+            assert str(o).startswith("artifacts/"), name
+
+
+def test_deps_exist_or_are_produced():
+    produced = {o for st in STAGES.values() for o in st.get("outs", [])}
+    for name, st in STAGES.items():
+        for d in st.get("deps", []):
+            assert d in produced or (ROOT / d).exists(), f"{name}: dep {d} neither in the repo nor produced"
+
+
+def test_stage_commands_are_aipc_commands():
+    from click.testing import CliRunner
+
+    from stages.cli import main
+
+    for name, st in STAGES.items():
+        argv = st["cmd"].split()
+        assert argv[0] == "aipc", name
+        # every subcommand path must resolve; --help must work on it
+        r = CliRunner().invoke(main, argv[1:-1] + ["--help"] if len(argv) > 2 else argv[1:] + ["--help"])
+        assert r.exit_code == 0, (name, r.output)
+
+
+def test_artifacts_are_not_in_git():
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "artifacts", "metrics"], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+    assert "/artifacts/" in (ROOT / ".gitignore").read_text()
