@@ -198,6 +198,87 @@ class OpenVINOSection(_Strict):
     variants: dict[Annotated[str, Field(pattern=_SLUG_RE)], OpenVINOVariant]
 
 
+# --------------------------------------------------------------------------- ONNX Runtime GenAI
+
+
+class OrtGenAIVariant(_Strict):
+    """One ONNX Runtime GenAI model, built with ``onnxruntime_genai.models.builder``.
+
+    ``block_size``, ``accuracy_level``, ``is_symmetric`` and ``algo`` are the builder's INT4 knobs
+    (its ``extra_options`` keys ``block_size``, ``accuracy_level``, ``is_symmetric``,
+    ``algo_config``; the 0.18.0 builder silently ignores the ``int4_*`` spellings).
+    """
+
+    precision: Literal["int4", "fp16", "fp32"]
+    execution_provider: Literal["dml", "cpu"]
+    block_size: int | None = Field(default=None, description="INT4 block size: a power of two, 16..256")
+    accuracy_level: int | None = Field(default=None, ge=0, le=4,
+                                       description="MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
+    is_symmetric: bool | None = None
+    algo: Literal["default", "rtn", "k_quant"] | None = None
+
+    @field_validator("block_size")
+    @classmethod
+    def _pow2(cls, v: int | None) -> int | None:
+        if v is not None and (v < 16 or v > 256 or v & (v - 1)):
+            raise ValueError("must be a power of two from 16 to 256 (e.g. 32, 64, 128)")
+        return v
+
+    @model_validator(mode="after")
+    def _int4_only(self) -> "OrtGenAIVariant":
+        knobs = {"block_size": self.block_size, "accuracy_level": self.accuracy_level,
+                 "is_symmetric": self.is_symmetric, "algo": self.algo}
+        if self.precision == "int4":
+            missing = [k for k in ("block_size", "accuracy_level", "is_symmetric") if knobs[k] is None]
+            if missing:
+                raise ValueError(f"precision int4 needs {', '.join(missing)} set explicitly "
+                                 "(e.g. block_size: 32, accuracy_level: 4, is_symmetric: true)")
+        else:
+            given = [k for k, v in knobs.items() if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to precision int4; remove them")
+        return self
+
+    def check_model(self, key: str, shapes: dict[str, int]) -> None:
+        if self.block_size is None:
+            return
+        bad = {k: v for k, v in shapes.items() if k in ("hidden_size", "intermediate_size") and v % self.block_size}
+        if bad:
+            raise ConfigError(
+                f"params.yaml: ortgenai.variants.{key}.block_size = {self.block_size} does not divide the model's "
+                + ", ".join(f"{k} {v}" for k, v in bad.items()),
+                fix="choose a power of two dividing " + ", ".join(str(v) for v in shapes.values()) + " (e.g. 32 or 64)",
+            )
+
+    def builder_extra_options(self) -> dict[str, str]:
+        if self.precision != "int4":
+            return {}
+        opts = {"block_size": str(self.block_size), "accuracy_level": str(self.accuracy_level),
+                "is_symmetric": str(self.is_symmetric).lower()}
+        if self.algo is not None:
+            opts["algo_config"] = self.algo
+        return opts
+
+
+class OrtGenAISection(_Strict):
+    variants: dict[Annotated[str, Field(pattern=_SLUG_RE)], OrtGenAIVariant]
+
+
+# --------------------------------------------------------------------------- NPU library
+
+
+class NPUVariant(_Strict):
+    """intel-npu-acceleration-library compile settings (its ``CompilerConfig``)."""
+
+    dtype: Literal["int4", "int8"]
+
+
+class NPUSection(_Strict):
+    env_dir: str = Field(default=".venv-npu", min_length=1,
+                         description="the isolated NPU environment (built by envs/npu/setup.sh)")
+    variants: dict[Annotated[str, Field(pattern=_SLUG_RE)], NPUVariant]
+
+
 # --------------------------------------------------------------------------- smoke
 
 
@@ -218,6 +299,8 @@ class Params(_Strict):
 
     model: ModelSource
     openvino: OpenVINOSection
+    ortgenai: OrtGenAISection
+    npu: NPUSection
     smoke: SmokeSection = SmokeSection()
 
     def check_model(self, model_config: dict[str, Any]) -> None:
@@ -225,6 +308,8 @@ class Params(_Strict):
         shapes = {k: int(model_config[k]) for k in ("hidden_size", "intermediate_size") if k in model_config}
         for key, variant in self.openvino.variants.items():
             variant.check_model(key, shapes)
+        for key, ovariant in self.ortgenai.variants.items():
+            ovariant.check_model(key, shapes)
 
 
 # --------------------------------------------------------------------------- loading

@@ -58,8 +58,9 @@ def create(dest: Path, profile: Path | None = None, repo_root: Path = REPO_ROOT)
     if not (dest / ".dvc").is_dir():
         from dvc.repo import Repo
 
-        Repo.init(str(dest), no_scm=True, subdir=True)
-        with open(dest / ".dvc" / "config", "a", encoding="utf-8") as f:
-            f.write("[core]\n    analytics = false\n")
+        repo = Repo.init(str(dest), no_scm=True)
+        with repo.config.edit() as conf:
+            conf["core"]["analytics"] = False  # never phone home from a pipeline run
+        repo.close()
     log.info("workspace ready: %s", dest)
     return dest

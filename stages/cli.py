@@ -18,8 +18,10 @@ log = logging.getLogger("aipc")
 def _setup_logging(verbosity: int) -> None:
     level = logging.DEBUG if verbosity > 1 else logging.INFO if verbosity >= 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "nncf"):
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "nncf", "onnxruntime", "onnx_ir"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not sys.stderr.isatty():  # per-tensor progress bars of the exporters flood logs and CI output
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 class AipcGroup(click.Group):

@@ -32,3 +32,17 @@ def openvino(obj, variant: str) -> None:
     out = paths.artifact_dir("openvino", key)
     record = ov.export(obj.params, key, paths.source_dir(), out)
     click.echo(f"openvino/{key}: {out} {record['effective']['weight_share_by_type']}")
+
+
+@command.command("ortgenai")
+@click.argument("variant")
+@click.pass_obj
+def ortgenai(obj, variant: str) -> None:
+    """ONNX Runtime GenAI model (onnxruntime_genai.models.builder) for VARIANT of ortgenai.variants."""
+    from pipeline import paths
+    from pipeline.export import ortgenai as og
+
+    key = _variant(obj.params, "ortgenai", variant)
+    out = paths.artifact_dir("ortgenai", key)
+    record = og.export(obj.params, key, paths.source_dir(), out)
+    click.echo(f"ortgenai/{key}: {out} {record['effective']['matmulnbits'] or record['effective']['logits_dtype']}")

@@ -37,3 +37,52 @@ def hub_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubS
     """One running HubServer shared by a test module (state accumulates across its tests)."""
     with HubServer(root=tmp_path_factory.mktemp("hub")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
+    """A tiny random-weight Phi-3-mini-4k-shaped checkpoint (2 layers, width 192)."""
+    try:
+        from .tiny import make_tiny_phi3
+    except ImportError:
+        from tiny import make_tiny_phi3
+    return make_tiny_phi3(tmp_path_factory.mktemp("tiny") / "phi3-mini-4k", embedded_dir)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """Environment for running `aipc` / `dvc` as a user would: the venv's bin on PATH, offline."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def repro_workspace(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path):
+    """A run workspace on the embedded model after one full `dvc repro` (the real dvc.yaml).
+
+    HOME points at an empty folder so the run proves OpenVINO telemetry never writes there.
+    Returns (workspace path, CompletedProcess of the repro, env).
+    """
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("e2e")
+    home = base / "home"
+    home.mkdir()
+    # the embedded model's cache root stays the shared one (HOME changes), so it is not rebuilt
+    env = venv_env(HOME=str(home), HF_HOME=str(base / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
+    ws = base / "ws"
+    aipc = [str(Path(sys.executable).parent / "aipc")]
+    subprocess.run(aipc + ["workspace", "init", str(ws), "--profile", str(ROOT / "configs" / "embedded.yaml")],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ws, env=env,
+                       capture_output=True, text=True, timeout=3600)
+    return ws, r, env

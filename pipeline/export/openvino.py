@@ -56,7 +56,12 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
     variant.check_model(key, {k: model_config[k] for k in ("hidden_size", "intermediate_size") if k in model_config})
     disable_telemetry()
 
+    import warnings
+
+    import torch
     from optimum.exporters.openvino.__main__ import _main_quantize, main_export
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # expected while tracing
     from optimum.intel.openvino.configuration import OVConfig
 
     qcfg = variant.optimum_quantization_config()
@@ -127,11 +132,11 @@ def effective_settings(xml: Path) -> dict[str, Any]:
 
     model = ov.Core().read_model(str(xml))
     nncf: dict[str, str] = {}
-    rt = model.get_rt_info()
     if model.has_rt_info(["nncf", "weight_compression"]):
-        node = rt["nncf"]["weight_compression"]
-        for k in node.astype(dict) if hasattr(node, "astype") else node:
-            nncf[str(k)] = str(model.get_rt_info(["nncf", "weight_compression", str(k)]))
+        for k in model.get_rt_info()["nncf"]["weight_compression"]:
+            nncf[str(k)] = model.get_rt_info(["nncf", "weight_compression", str(k)]).astype(str)
+    if model.has_rt_info(["nncf", "version"]):
+        nncf["nncf_version"] = model.get_rt_info(["nncf", "version"]).astype(str)
     counts: collections.Counter[str] = collections.Counter()
     params_by_type: collections.Counter[str] = collections.Counter()
     group_sizes: collections.Counter[str] = collections.Counter()

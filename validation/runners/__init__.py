@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 
 from .base import Generation, Runner
 
-BACKENDS = ("openvino",)
+BACKENDS = ("openvino", "ortgenai")
 
 
 def open_runner(backend: str, folder: Path, params: Params) -> Runner:
@@ -21,6 +21,10 @@ def open_runner(backend: str, folder: Path, params: Params) -> Runner:
         from .openvino import OpenVINORunner
 
         return OpenVINORunner(folder, params.openvino.runtime)
+    if backend == "ortgenai":
+        from .ortgenai import OrtGenAIRunner
+
+        return OrtGenAIRunner(folder)
     raise ConfigError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(BACKENDS)}")
 
 

@@ -36,6 +36,11 @@ class Runner(abc.ABC):
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         """Greedy generation for a chat; the chat template is applied exactly once."""
 
+    def logits(self, ids: list[int]):
+        """Next-token logits (float32 numpy array [len(ids), vocab]) for ``ids`` under teacher
+        forcing: row i is the distribution after ids[: i + 1]. No special tokens are added."""
+        raise NotImplementedError(f"{type(self).__name__} has no teacher-forcing logits yet")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the runtime's memory."""
 

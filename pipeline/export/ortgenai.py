@@ -1,0 +1,166 @@
+"""ONNX Runtime GenAI models through ``onnxruntime_genai.models.builder`` (its Python entry points).
+
+The builder writes ``model.onnx`` + ``model.onnx.data``, ``genai_config.json`` and the tokenizer
+(saved by transformers 5). The tokenizer config is then made loadable by older runtimes too,
+notably ``onnxruntime-genai-directml`` on Windows, whose releases lag the builder (see
+:func:`make_tokenizer_portable`). The options that really reached the graph (MatMulNBits
+``block_size`` / ``accuracy_level``, symmetric or not) are read back and recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..config import Params
+from ..errors import ExportError
+from ..fsutil import atomic_dir, read_json, write_json
+from ..sources.checkpoint import read_model_config
+from ..toolchain import versions
+
+log = logging.getLogger(__name__)
+
+BACKEND = "ortgenai"
+EXPORT_JSON = "aipc_export.json"
+REQUIRED_FILES = ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json")
+
+# tokenizer_class values every onnxruntime-extensions tokenizer since GenAI 0.6 accepts (0.6 matched
+# them exactly; 0.7+ strip a "Fast" suffix; "TokenizersBackend", which transformers 5 writes, is only
+# known from GenAI 0.14.0 on). BPE models; the Llama name also selects Llama's SentencePiece paths.
+PORTABLE_TOKENIZER_CLASSES = ("LlamaTokenizer", "GPT2Tokenizer", "Phi3Tokenizer", "Qwen2Tokenizer",
+                              "GemmaTokenizer", "CodeGenTokenizer")
+# The oldest runtime the bundle is written for:
+#  - chat template: GenAI 0.8 reads only tokenizer_config.json's "chat_template" (written below);
+#  - tokenizer.json merges as arrays (transformers 5 / tokenizers >= 0.20): GenAI >= 0.5;
+#  - "LlamaTokenizer"/"GPT2Tokenizer" class: every version with a class whitelist (0.6+).
+# The number is raised to what tests/test_ortgenai_compat.py proves for genai_config.json and ops.
+MIN_RUNTIME = {"onnxruntime-genai": "0.8.0", "onnxruntime-genai-directml": "0.8.0"}
+
+
+def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    variant = params.ortgenai.variants[key]
+    model_config = read_model_config(source_dir)
+    variant.check_model(key, {k: model_config[k] for k in ("hidden_size", "intermediate_size") if k in model_config})
+
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    extra = [f"{k}={v}" for k, v in variant.builder_extra_options().items()]
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ortgenai-cache-") as cache:
+        log.info("building ORT GenAI %s (%s, %s%s)", key, variant.precision, variant.execution_provider,
+                 f", {' '.join(extra)}" if extra else "")
+        try:
+            options = parse_extra_options(
+                model_name=str(source_dir), input_path=str(source_dir), output_dir=str(tmp),
+                precision=variant.precision, execution_provider=variant.execution_provider,
+                cache_dir=cache, extra_options=extra,
+            )
+            create_model(str(source_dir), str(source_dir), str(tmp), variant.precision,
+                         variant.execution_provider, cache, **options)
+        except (ValueError, KeyError, NotImplementedError) as err:
+            raise ExportError(
+                f"params.yaml: ortgenai.variants.{key}: the ORT GenAI builder refused the model or options: "
+                f"{type(err).__name__}: {err}",
+                fix="check the variant's precision/execution_provider/block_size against the builder's options",
+            ) from err
+        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+        if missing:
+            raise ExportError(f"the ORT GenAI builder did not write {', '.join(missing)} for {key!r}",
+                              fix="see the builder's log above")
+        tok = make_tokenizer_portable(tmp, source_dir)
+        record = {
+            "backend": BACKEND,
+            "variant": key,
+            "params": variant.model_dump(mode="json"),
+            "builder_extra_options": variant.builder_extra_options(),
+            "effective": effective_settings(tmp),
+            "tokenizer": tok,
+            "min_runtime": MIN_RUNTIME,
+            "toolchain": versions(),
+        }
+        write_json(tmp / EXPORT_JSON, record)
+    return record
+
+
+def _tokenizer_class_for(folder: Path, source_dir: Path) -> str:
+    src_cfg = source_dir / "tokenizer_config.json"
+    if src_cfg.is_file():
+        cls = read_json(src_cfg).get("tokenizer_class", "").removesuffix("Fast")
+        if cls in PORTABLE_TOKENIZER_CLASSES:
+            return cls
+    model = read_json(folder / "tokenizer.json").get("model", {})
+    pre = json.dumps(read_json(folder / "tokenizer.json").get("pre_tokenizer") or {})
+    if model.get("byte_fallback") or "Metaspace" in pre:
+        return "LlamaTokenizer"
+    return "GPT2Tokenizer"
+
+
+def make_tokenizer_portable(folder: Path, source_dir: Path) -> dict[str, Any]:
+    """Rewrite tokenizer_config.json (and tokenizer.json merges) so older GenAI runtimes load them.
+
+    - ``tokenizer_class``: transformers 5 writes ``TokenizersBackend``, which GenAI 0.6–0.13
+      reject ("Unsupported tokenizer class") and 0.4/0.5 misread; the source's own class (e.g.
+      Phi-3's ``LlamaTokenizer``) or the class matching the tokenizer.json model is written instead.
+    - ``chat_template`` inline: GenAI 0.8 reads only this key (0.9+ also chat_template.jinja).
+    - ``add_bos_token``/``add_eos_token`` explicit, from the source (transformers 5 drops them).
+    - merges as ``"a b"`` strings where no merge part contains a space (GenAI 0.4 parses only those).
+    """
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = read_json(cfg_path)
+    src = read_json(source_dir / "tokenizer_config.json") if (source_dir / "tokenizer_config.json").is_file() else {}
+    before = cfg.get("tokenizer_class")
+    cfg["tokenizer_class"] = _tokenizer_class_for(folder, source_dir)
+    template = None
+    for candidate in (folder / "chat_template.jinja", source_dir / "chat_template.jinja"):
+        if candidate.is_file():
+            template = candidate.read_text(encoding="utf-8")
+            break
+    template = template or src.get("chat_template")
+    if isinstance(template, str):
+        cfg["chat_template"] = template
+    for flag in ("add_bos_token", "add_eos_token"):
+        cfg[flag] = bool(src.get(flag, False))
+    write_json(cfg_path, cfg)
+
+    tj_path = folder / "tokenizer.json"
+    tj = read_json(tj_path)
+    merges = tj.get("model", {}).get("merges")
+    merges_as = "absent"
+    if merges:
+        if all(isinstance(m, list) and len(m) == 2 and " " not in m[0] + m[1] for m in merges):
+            tj["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+            tj_path.write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+            merges_as = "strings"
+        else:
+            merges_as = "strings" if all(isinstance(m, str) for m in merges) else "arrays"
+    return {"tokenizer_class": cfg["tokenizer_class"], "tokenizer_class_written_by_transformers": before,
+            "chat_template_inline": isinstance(template, str), "merges": merges_as}
+
+
+def effective_settings(folder: Path) -> dict[str, Any]:
+    """Provider, dtypes and the MatMulNBits attributes actually in the graph."""
+    import onnx
+
+    genai = read_json(folder / "genai_config.json")
+    dec = genai["model"]["decoder"]
+    providers = [next(iter(p)) for p in dec.get("session_options", {}).get("provider_options", [])]
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    ops = Counter(n.op_type for n in model.graph.node)
+    nbits: Counter[str] = Counter()
+    for n in model.graph.node:
+        if n.op_type == "MatMulNBits":
+            a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
+            sym = len(n.input) < 4 or not n.input[3]  # a zero-points input means asymmetric
+            nbits[f"bits={a.get('bits')},block_size={a.get('block_size')},"
+                  f"accuracy_level={a.get('accuracy_level', 0)},symmetric={str(sym).lower()}"] += 1
+    return {
+        "providers": providers,
+        "matmulnbits": dict(sorted(nbits.items())),
+        "op_counts": {k: ops[k] for k in sorted(ops) if k in ("MatMulNBits", "MatMul", "GroupQueryAttention",
+                                                               "GatherBlockQuantized", "Gather")},
+        "logits_dtype": next((onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type)
+                              for o in model.graph.output if o.name == "logits"), None),
+    }

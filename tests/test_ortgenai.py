@@ -1,0 +1,148 @@
+"""ONNX Runtime GenAI variants: params validation, options reaching the graph, files, provider,
+tokenizer portability, and generation through onnxruntime_genai on CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import parse_params
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def params_with(variants: dict):
+    data = copy.deepcopy(RELEASE)
+    data["ortgenai"]["variants"] = variants
+    return parse_params(data)
+
+
+@pytest.mark.parametrize("variant,needles", [
+    ({"precision": "int4", "execution_provider": "dml", "block_size": 48, "accuracy_level": 4, "is_symmetric": True},
+     ["ortgenai.variants.v.block_size", "48", "power of two"]),
+    ({"precision": "int4", "execution_provider": "dml", "block_size": 8, "accuracy_level": 4, "is_symmetric": True},
+     ["block_size", "power of two"]),
+    ({"precision": "int4", "execution_provider": "dml", "block_size": 32, "accuracy_level": 7, "is_symmetric": True},
+     ["ortgenai.variants.v.accuracy_level", "7"]),
+    ({"precision": "int4", "execution_provider": "dml", "block_size": 32, "is_symmetric": True},
+     ["accuracy_level", "explicitly"]),
+    ({"precision": "fp16", "execution_provider": "dml", "block_size": 32}, ["block_size", "only apply to precision int4"]),
+    ({"precision": "int3", "execution_provider": "dml"}, ["ortgenai.variants.v.precision", "'int3'"]),
+    ({"precision": "int4", "execution_provider": "tpu", "block_size": 32, "accuracy_level": 4, "is_symmetric": True},
+     ["execution_provider", "'tpu'"]),
+    ({"precision": "int4", "execution_provider": "cpu", "block_size": 32, "accuracy_level": 4, "is_symmetric": True,
+      "int4_block_size": 64}, ["unknown key", "int4_block_size"]),
+])
+def test_bad_builder_options_name_the_param(variant, needles):
+    with pytest.raises(ConfigError) as exc:
+        params_with({"v": variant})
+    for n in needles:
+        assert n in str(exc.value), str(exc.value)
+
+
+def test_block_size_must_divide_hidden_size():
+    p = params_with({"v": {"precision": "int4", "execution_provider": "cpu", "block_size": 128,
+                           "accuracy_level": 4, "is_symmetric": True}})
+    with pytest.raises(ConfigError, match=r"ortgenai.variants.v.block_size = 128 does not divide .*hidden_size 576"):
+        p.ortgenai.variants["v"].check_model("v", {"hidden_size": 576, "intermediate_size": 1536})
+
+
+def test_release_variants_map_to_builder_options():
+    p = parse_params(RELEASE)
+    v = p.ortgenai.variants
+    assert set(v) >= {"dml-int4", "dml-fp16", "cpu-int4"}
+    assert v["dml-int4"].builder_extra_options() == {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"}
+    assert v["dml-fp16"].builder_extra_options() == {}
+
+
+def _build(tmp_path, src, key, variant):
+    from pipeline.export import ortgenai
+
+    params = params_with({key: variant})
+    out = tmp_path / key
+    rec = ortgenai.export(params, key, src, out)
+    return out, rec
+
+
+@pytest.mark.slow
+def test_options_reach_the_graph_and_files_are_complete(tmp_path, tiny_phi3):
+    out, rec = _build(tmp_path, tiny_phi3, "cpu-int4",
+                      {"precision": "int4", "execution_provider": "cpu", "block_size": 64, "accuracy_level": 1,
+                       "is_symmetric": False})
+    eff = rec["effective"]
+    # every MatMulNBits carries exactly the requested attributes (the builder ignores int4_* spellings)
+    assert list(eff["matmulnbits"]) == ["bits=4,block_size=64,accuracy_level=1,symmetric=false"]
+    assert eff["providers"] == [] and eff["logits_dtype"] == "FLOAT"
+    for f in ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json",
+              "aipc_export.json"):
+        assert (out / f).is_file(), f
+    assert rec["toolchain"]["onnxruntime-genai"] == "0.18.0" and rec["min_runtime"]["onnxruntime-genai-directml"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp dir left"
+
+    out2, rec2 = _build(tmp_path, tiny_phi3, "dml-int4",
+                        {"precision": "int4", "execution_provider": "dml", "block_size": 16, "accuracy_level": 4,
+                         "is_symmetric": True})
+    assert list(rec2["effective"]["matmulnbits"]) == ["bits=4,block_size=16,accuracy_level=4,symmetric=true"]
+    genai = json.loads((out2 / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["session_options"]["provider_options"] == [{"dml": {"enable_graph_capture": "1"}}]
+
+
+@pytest.mark.slow
+def test_dml_fp16_keeps_dml_on_disk_and_runs_on_cpu_from_the_config_object(tmp_path, tiny_phi3):
+    from validation.runners.ortgenai import OrtGenAIRunner
+
+    out, rec = _build(tmp_path, tiny_phi3, "dml-fp16", {"precision": "fp16", "execution_provider": "dml"})
+    assert rec["effective"]["providers"] == ["dml"] and rec["effective"]["matmulnbits"] == {}
+    before = (out / "genai_config.json").read_bytes()
+    with OrtGenAIRunner(out) as r:
+        g = r.generate([{"role": "user", "content": "hi"}], 5)
+    assert len(g.token_ids) >= 1 and any("CPU provider" in n for n in g.notes)
+    assert (out / "genai_config.json").read_bytes() == before, "the provider on disk is untouched"
+
+
+@pytest.mark.slow
+def test_tokenizer_config_is_portable_to_older_runtimes(tmp_path, tiny_phi3):
+    from pipeline.export.ortgenai import PORTABLE_TOKENIZER_CLASSES
+
+    out, rec = _build(tmp_path, tiny_phi3, "cpu-int4",
+                      {"precision": "int4", "execution_provider": "cpu", "block_size": 32, "accuracy_level": 4,
+                       "is_symmetric": True})
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert rec["tokenizer"]["tokenizer_class_written_by_transformers"] == "TokenizersBackend"
+    assert cfg["tokenizer_class"] in PORTABLE_TOKENIZER_CLASSES
+    assert cfg["chat_template"] == (tiny_phi3 / "chat_template.jinja").read_text()
+    assert cfg["add_bos_token"] is False and cfg["add_eos_token"] is False
+    merges = json.loads((out / "tokenizer.json").read_text())["model"]["merges"]
+    assert all(isinstance(m, str) and m.count(" ") == 1 for m in merges)
+    # and the current runtime still encodes like the source tokenizer on ordinary text
+    import onnxruntime_genai as og
+    from transformers import AutoTokenizer
+
+    cfgo = og.Config(str(out))
+    cfgo.clear_providers()
+    tok = og.Tokenizer(og.Model(cfgo))
+    ref = AutoTokenizer.from_pretrained(tiny_phi3)
+    for s in ["Hello world 12345", "naïve café — 東京 🙂", "<|im_start|>user\nhi<|im_end|>"]:
+        assert list(tok.encode(s)) == ref.encode(s, add_special_tokens=False)
+
+
+@pytest.mark.slow
+def test_longrope_128k_config_builds(tmp_path, embedded_dir):
+    """Phi-3-mini-128k (LongRoPE): the Hub's own config.json (rope_scaling.type) is what the
+    builder sees, so its KeyError 'type' on transformers-5-resaved configs never triggers."""
+    try:
+        from .tiny import make_tiny_phi3
+    except ImportError:
+        from tiny import make_tiny_phi3
+    src = make_tiny_phi3(tmp_path / "src128k", embedded_dir, name="Phi-3-mini-128k-instruct")
+    assert json.loads((src / "config.json").read_text())["rope_scaling"]["type"] == "longrope"
+    out, rec = _build(tmp_path, src, "cpu-int4",
+                      {"precision": "int4", "execution_provider": "cpu", "block_size": 32, "accuracy_level": 4,
+                       "is_symmetric": True})
+    assert rec["effective"]["op_counts"]["GroupQueryAttention"] == 2

@@ -1,0 +1,116 @@
+"""End to end: `dvc repro` of the real dvc.yaml on the embedded model, in a temporary workspace."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+ARTIFACTS = {"openvino": ("int4", "fp16", "npu-int4"), "ortgenai": ("dml-int4", "dml-fp16", "cpu-int4"),
+             "npu": ("int4",)}
+
+
+def dvc(ws, env, *args, timeout=1800):
+    return subprocess.run([DVC, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_full_repro_builds_and_smokes_every_artifact(repro_workspace):
+    ws, r, _ = repro_workspace
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    expected = {"download"} | {f"{s}-{b}@{v}" for s in ("export", "smoke")
+                                for b, vs in ARTIFACTS.items() for v in vs}
+    assert expected <= set(ran_stages(r.stdout + r.stderr))
+    for backend, variant in [(b, v) for b, vs in ARTIFACTS.items() for v in vs]:
+        m = json.loads((ws / "metrics" / "smoke" / f"{backend}-{variant}.json").read_text())
+        assert m["passed"] and m["prompts_passed"] == m["prompts_total"] == 3
+        capital = next(x for x in m["results"] if x["id"] == "capital")
+        assert "Paris" in capital["text"]
+
+
+def test_effective_int4_settings_are_recorded(repro_workspace):
+    ws, _, _ = repro_workspace
+    rec = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())
+    eff = rec["effective"]
+    assert eff["nncf"]["mode"] == "int4_sym" and eff["nncf"]["group_size"] == "64" and eff["nncf"]["ratio"] == "0.6"
+    assert set(eff["int4_group_sizes"]) == {"64"}
+    assert 0.3 < eff["weight_share_by_type"]["i4"] < 0.7
+    assert rec["params"]["sym"] is True and rec["toolchain"]["openvino"].startswith("2026.4")
+    fp16 = json.loads((ws / "artifacts/openvino/fp16/aipc_export.json").read_text())["effective"]
+    assert fp16["nncf"] == {} and set(fp16["weight_share_by_type"]) == {"f16"}
+
+
+def test_artifacts_load_with_openvino_genai_and_optimum(repro_workspace):
+    import openvino_genai as ov_genai
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    ws, _, _ = repro_workspace
+    for variant in ("int4", "fp16"):
+        path = ws / "artifacts" / "openvino" / variant
+        pipe = ov_genai.LLMPipeline(str(path), "CPU")
+        cfg = ov_genai.GenerationConfig()
+        cfg.max_new_tokens = 12
+        out = pipe.generate("What is the capital of France?", cfg)  # the pipeline applies the template
+        assert "Paris" in str(out)
+        del pipe
+        model = OVModelForCausalLM.from_pretrained(path, device="CPU", compile=True)
+        tok = AutoTokenizer.from_pretrained(path)
+        ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        gen = model.generate(**ids, max_new_tokens=12, do_sample=False)
+        assert "Paris" in tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        del model
+
+
+def test_no_telemetry_written_to_home(repro_workspace):
+    ws, _, env = repro_workspace
+    home = Path(env["HOME"])
+    assert not (home / "intel").exists(), "OpenVINO telemetry wrote its consent/cid files"
+
+
+def test_release_params_untouched_and_workspace_params_valid(repro_workspace):
+    from pipeline.config import load_params
+
+    ws, _, _ = repro_workspace
+    root = Path(__file__).resolve().parent.parent
+    assert "microsoft/Phi-3-mini-4k-instruct" in (root / "params.yaml").read_text()
+    assert load_params(ws / "params.yaml").model.source == "embedded"
+    assert (ws / "dvc.yaml").resolve() == (root / "dvc.yaml").resolve()
+
+
+def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspace):
+    ws, _, env = repro_workspace
+    import time
+
+    t0 = time.perf_counter()
+    r = dvc(ws, env, "repro")
+    assert r.returncode == 0
+    assert ran_stages(r.stdout + r.stderr) == []
+    assert "Data and pipelines are up to date" in r.stdout
+    noop_s = time.perf_counter() - t0
+    assert noop_s < 10, f"no-op repro took {noop_s:.1f}s"
+
+    before = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["openvino"]["variants"]["int4"]["ratio"] = 0.9
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    r = dvc(ws, env, "repro")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(ran_stages(r.stdout + r.stderr)) == ["export-openvino@int4", "smoke-openvino@int4"]
+    after = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
+    assert after["nncf"]["ratio"] == "0.9"
+    assert after["weight_share_by_type"]["i4"] > before["weight_share_by_type"]["i4"]
