@@ -279,6 +279,65 @@ class NPUSection(_Strict):
     variants: dict[Annotated[str, Field(pattern=_SLUG_RE)], NPUVariant]
 
 
+# --------------------------------------------------------------------------- validation
+
+EVAL_TEXTS = ("python_docs", "gpl3")  # validation/data/eval/<name>.txt (see SOURCES.md there)
+
+
+class GateSet(_Strict):
+    """Thresholds one artifact must meet; ``None`` in an override means "inherit the default"."""
+
+    max_ppl_ratio: float | None = Field(default=None, ge=1.0, le=100.0,
+                                        description="artifact perplexity / reference perplexity, per text")
+    min_top1_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_kl_mean: float | None = Field(default=None, ge=0.0, le=50.0)
+    max_kl_p99: float | None = Field(default=None, ge=0.0, le=100.0)
+    min_tokenizer_agreement: float | None = Field(default=None, ge=0.0, le=1.0,
+                                                  description="share of probe strings encoded like the source")
+    min_prefix_agreement: float | None = Field(default=None, ge=0.0, le=1.0,
+                                               description="greedy tokens equal to the reference's, first N")
+    smoke_must_pass: bool | None = None
+
+
+class GatesSection(_Strict):
+    default: GateSet
+    variants: dict[str, GateSet] = Field(default_factory=dict,
+                                         description="overrides keyed <backend>-<variant>, e.g. openvino-int4")
+
+    @model_validator(mode="after")
+    def _default_complete(self) -> "GatesSection":
+        missing = [k for k, v in self.default.model_dump().items() if v is None]
+        if missing:
+            raise ValueError(f"gates.default must set every gate; missing: {', '.join(missing)}")
+        return self
+
+
+class ValidationSection(_Strict):
+    """The accuracy protocol (fixed, documented) and the gates."""
+
+    texts: list[Literal["python_docs", "gpl3"]] = Field(min_length=1)
+    window: int = Field(default=256, ge=16, le=4096, description="tokens per evaluation window")
+    windows_per_text: int = Field(default=2, ge=1, le=64, description="non-overlapping windows from the start")
+    topk: int = Field(default=32, ge=1, le=4096, description="reference log-probs kept per position for KL")
+    prefix_tokens: int = Field(default=8, ge=1, le=256, description="greedy tokens compared with the reference")
+    reference_dtype: Literal["float32", "bfloat16"] = "float32"
+    gates: GatesSection
+
+    @field_validator("texts")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("list each text once")
+        return v
+
+    def gates_for(self, backend: str, variant: str) -> dict[str, Any]:
+        merged = self.gates.default.model_dump()
+        override = self.gates.variants.get(f"{backend}-{variant}")
+        if override is not None:
+            merged.update({k: v for k, v in override.model_dump().items() if v is not None})
+        return merged
+
+
 # --------------------------------------------------------------------------- smoke
 
 
@@ -289,6 +348,60 @@ class SmokeSection(_Strict):
     max_repeat_ngram_ratio: float = Field(
         default=0.5, gt=0.0, le=1.0, description="fail when this share of 4-grams are repeats"
     )
+
+
+# --------------------------------------------------------------------------- bundles and publishing
+
+REPO_TEMPLATE_FIELDS = ("org", "model", "backend", "variant")
+_HUB_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+class BundleSection(_Strict):
+    """Model-card facts the source may not record; ``None`` = read them from the source."""
+
+    license: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.+-]{0,63}$",
+                                description="Hub license id (e.g. mit, apache-2.0); None = from the source")
+    base_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                   description="Hub repo id of the base model; None = from the source")
+
+
+class PublishSection(_Strict):
+    """Where ``aipc publish`` pushes each bundle (the bundle stages read it too: the card names the repo)."""
+
+    org: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$",
+                            description="Hub user or organization that owns the repos")
+    repo_template: str = Field(default="{org}/{model}-{backend}-{variant}", min_length=3)
+    private: bool = False
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+                            description="version tag put on each published commit; `aipc publish --tag` overrides")
+
+    @field_validator("repo_template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        import string
+
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as err:
+            raise ValueError(f"not a valid template ({err}); write placeholders as {{org}}, {{model}}, "
+                             "{backend}, {variant}") from None
+        for name, spec, conv in fields:
+            if spec or conv:
+                raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write it plain")
+            if name not in REPO_TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{name}}}: use only {{org}}, {{model}}, {{backend}}, "
+                                 "{variant} (e.g. \"{org}/{model}-{backend}-{variant}\")")
+        if "variant" not in {f[0] for f in fields}:
+            raise ValueError("must contain {variant}, so every bundle gets its own repo "
+                             "(e.g. \"{org}/{model}-{backend}-{variant}\")")
+        return v
+
+    def repo_id(self, model: str, backend: str, variant: str) -> str:
+        """The Hub repo of one bundle (checked for every artifact when params.yaml is loaded)."""
+        if self.org is None and "{org}" in self.repo_template:
+            raise ConfigError("params.yaml: publish.org is not set, and publish.repo_template uses {org}",
+                              fix="set publish.org to the Hub user or organization that owns the repos")
+        return self.repo_template.format(org=self.org, model=model, backend=backend, variant=variant)
 
 
 # --------------------------------------------------------------------------- whole file
@@ -302,6 +415,46 @@ class Params(_Strict):
     ortgenai: OrtGenAISection
     npu: NPUSection
     smoke: SmokeSection = SmokeSection()
+    validation: ValidationSection
+    bundle: BundleSection = BundleSection()
+    publish: PublishSection = PublishSection()
+
+    @model_validator(mode="after")
+    def _publish_repo_ids(self) -> "Params":
+        """Every bundle's repo id (publish.repo_template) is a valid Hub id, and no two bundles share one."""
+        seen: dict[str, str] = {}
+        template = self.publish.repo_template
+        for backend, variant in self.artifact_ids():
+            repo = self.publish.repo_template.format(org=self.publish.org or "org", model=self.model.name,
+                                                     backend=backend, variant=variant)
+            name = repo.rsplit("/", 1)[-1]
+            if not _HUB_REPO_ID_RE.match(repo) or "--" in name or ".." in name or name.endswith((".git", ".")):
+                raise ConfigError(
+                    f"params.yaml: publish.repo_template = {template!r} gives {repo!r} for {backend}/{variant}, "
+                    "which is not a Hub repo id (namespace/name: letters, digits, '-', '_', '.'; no '--' or '..'; "
+                    "at most 96 characters each)",
+                    fix="use one '/' and no '--' or '..', e.g. \"{org}/{model}-{backend}-{variant}\"")
+            if repo in seen:
+                raise ConfigError(
+                    f"params.yaml: publish.repo_template = {template!r} gives the same repo {repo!r} for "
+                    f"{seen[repo]} and {backend}/{variant}",
+                    fix="add {backend} to publish.repo_template (variant names repeat across backends)")
+            seen[repo] = f"{backend}/{variant}"
+        return self
+
+    def artifact_ids(self) -> list[tuple[str, str]]:
+        """Every (backend, variant) the pipeline builds."""
+        return ([("openvino", k) for k in self.openvino.variants] + [("ortgenai", k) for k in self.ortgenai.variants]
+                + [("npu", k) for k in self.npu.variants])
+
+    @model_validator(mode="after")
+    def _gate_keys_name_artifacts(self) -> "Params":
+        known = {f"{b}-{v}" for b, v in self.artifact_ids()}
+        unknown = sorted(set(self.validation.gates.variants) - known)
+        if unknown:
+            raise ValueError(f"validation.gates.variants has {', '.join(unknown)}, which name no artifact; "
+                             f"use <backend>-<variant>, one of: {', '.join(sorted(known))}")
+        return self
 
     def check_model(self, model_config: dict[str, Any]) -> None:
         """Cross-checks that need the model's config.json (width-dependent options)."""

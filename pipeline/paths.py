@@ -18,3 +18,11 @@ def artifact_dir(backend: str, variant: str) -> Path:
 
 def smoke_metrics(backend: str, variant: str) -> Path:
     return METRICS / "smoke" / f"{backend}-{variant}.json"
+
+
+def reference_dir() -> Path:
+    return ARTIFACTS / "reference"
+
+
+def validate_metrics(backend: str, variant: str) -> Path:
+    return METRICS / "validate" / f"{backend}-{variant}.json"

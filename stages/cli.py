@@ -70,10 +70,17 @@ def main(ctx: click.Context, params_path: Path, verbose: int, quiet: bool) -> No
 
 
 def _register() -> None:
-    from . import check, download, export, smoke, workspace
+    from . import check, download, export, report, smoke, validate, workspace
 
-    for mod in (check, download, export, smoke, workspace):
+    for mod in (check, download, export, report, smoke, workspace):
         main.add_command(mod.command)
+    main.add_command(validate.reference)
+    main.add_command(validate.validate)
+    from . import bundle, publish
+
+    main.add_command(bundle.command)
+    main.add_command(publish.command)
+    main.add_command(publish.verify)
 
 
 _register()

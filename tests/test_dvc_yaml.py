@@ -34,7 +34,7 @@ def _subst(obj, key):
 
 def expanded_stages():
     out = {}
-    for name, st in DVC["stages"].items():
+    for name, st in DVC["stages"].items():  # noqa: B007
         if "foreach" in st:
             ref = st["foreach"]
             assert ref.startswith("${") and ref.endswith("}")
@@ -70,9 +70,11 @@ def test_every_param_is_read_by_some_stage():
     assert not unread, f"params.yaml keys no stage lists: {unread}"
 
 
-def test_every_variant_has_export_and_smoke_stages():
-    for key in PARAMS["openvino"]["variants"]:
-        assert f"export-openvino@{key}" in STAGES and f"smoke-openvino@{key}" in STAGES
+@pytest.mark.parametrize("backend", ["openvino", "ortgenai", "npu"])
+def test_every_variant_has_export_smoke_and_validate_stages(backend):
+    for key in PARAMS[backend]["variants"]:
+        for stage in ("export", "smoke", "validate"):
+            assert f"{stage}-{backend}@{key}" in STAGES
 
 
 def test_metrics_are_not_cached_and_outs_under_artifacts():
@@ -87,6 +89,7 @@ def test_metrics_are_not_cached_and_outs_under_artifacts():
 
 def test_deps_exist_or_are_produced():
     produced = {o for st in STAGES.values() for o in st.get("outs", [])}
+    produced |= {next(iter(m)) for st in STAGES.values() for m in st.get("metrics", [])}
     for name, st in STAGES.items():
         for d in st.get("deps", []):
             assert d in produced or (ROOT / d).exists(), f"{name}: dep {d} neither in the repo nor produced"

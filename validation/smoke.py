@@ -66,6 +66,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
                 "id": item["id"],
                 "text": gen.text,
                 "new_tokens": len(gen.token_ids),
+                "token_ids": gen.token_ids,
                 "stopped_by": gen.stopped_by,
                 "repeated_4gram_ratio": round(repeated_ngram_ratio(gen.text), 4),
                 "first_token_s": round(gen.first_token_s, 4),

@@ -36,6 +36,24 @@ class Runner(abc.ABC):
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         """Greedy generation for a chat; the chat template is applied exactly once."""
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the tokenizer the artifact ships (no special tokens added).
+
+        Default: the Hugging Face tokenizer files in the artifact folder; backends whose runtime
+        has its own tokenizer (OpenVINO tokenizer IR, ORT GenAI) override this."""
+        return list(self._hf_tokenizer().encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return self._hf_tokenizer().decode(ids, skip_special_tokens=False)
+
+    def _hf_tokenizer(self):
+        tok = getattr(self, "_hf_tok", None)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = self._hf_tok = AutoTokenizer.from_pretrained(self.folder)
+        return tok
+
     def logits(self, ids: list[int]):
         """Next-token logits (float32 numpy array [len(ids), vocab]) for ``ids`` under teacher
         forcing: row i is the distribution after ids[: i + 1]. No special tokens are added."""

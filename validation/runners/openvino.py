@@ -1,10 +1,14 @@
-"""OpenVINO IR through openvino-genai's LLMPipeline (the runtime the bundles target)."""
+"""OpenVINO IR through its own runtimes: openvino-genai's LLMPipeline for generation and the
+tokenizer/detokenizer IR, optimum-intel's OVModelForCausalLM (OpenVINO runtime) for teacher-forced
+logits. Each is created on first use, so a stage only loads what it needs."""
 
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.config import OpenVINORuntime
 from pipeline.errors import EnvironmentProblem
@@ -34,14 +38,29 @@ class OpenVINORunner(Runner):
             self.notes.append(f"device {device} not present (have {', '.join(available)}); fell back to CPU")
             log.warning(self.notes[-1])
             device = "CPU"
-        props = runtime.properties()
-        Path(props["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+        self.props = runtime.properties()
+        Path(self.props["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         self.device = device
-        self.pipe = ov_genai.LLMPipeline(str(self.folder), device, **props)
-        self.tokenizer = self.pipe.get_tokenizer()
+        self.tokenizer = ov_genai.Tokenizer(str(self.folder))
+        self._pipe = None
+        self._model = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            import openvino_genai as ov_genai
+
+            self._pipe = ov_genai.LLMPipeline(str(self.folder), self.device, **self.props)
+        return self._pipe
 
     def chat_prompt(self, messages):
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def encode(self, text):
+        return [int(x) for x in self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def generate(self, messages, max_new_tokens):
         import openvino_genai as ov_genai
@@ -67,14 +86,14 @@ class OpenVINORunner(Runner):
 
         self.pipe.generate(prompt, cfg, _Collect())
         total = time.perf_counter() - t0
-        eos = set(self._eos_ids(cfg))
+        eos = set(self._eos_ids())
         stopped = "eos" if (ids and ids[-1] in eos) or len(ids) < max_new_tokens else "max_new_tokens"
         ids = [i for i in ids if i not in eos]
         text = self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
         return Generation(prompt=prompt, text=text, token_ids=ids, stopped_by=stopped,
                           first_token_s=first[0] if first else total, total_s=total, notes=list(self.notes))
 
-    def _eos_ids(self, cfg) -> list[int]:
+    def _eos_ids(self) -> list[int]:
         gen = self.pipe.get_generation_config()
         ids = set(gen.stop_token_ids or [])
         if gen.eos_token_id is not None and gen.eos_token_id >= 0:
@@ -82,6 +101,20 @@ class OpenVINORunner(Runner):
         ids.add(self.tokenizer.get_eos_token_id())
         return sorted(ids)
 
+    def logits(self, ids):
+        import torch
+
+        if self._model is None:
+            from optimum.intel import OVModelForCausalLM
+
+            self._model = OVModelForCausalLM.from_pretrained(self.folder, device=self.device,
+                                                             ov_config=dict(self.props), compile=True)
+        x = torch.tensor([list(ids)], dtype=torch.int64)
+        with torch.no_grad():  # a call without past_key_values starts from an empty KV state
+            out = self._model(input_ids=x, attention_mask=torch.ones_like(x))
+        return np.asarray(out.logits[0].float().numpy(), dtype=np.float32)
+
     def close(self):
-        self.pipe = None
+        self._pipe = None
+        self._model = None
         self.tokenizer = None

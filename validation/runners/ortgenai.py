@@ -84,6 +84,24 @@ class OrtGenAIRunner(Runner):
         return Generation(prompt=prompt, text=text, token_ids=out, stopped_by=stopped,
                           first_token_s=first if first is not None else total, total_s=total, notes=list(self.notes))
 
+    def encode(self, text):
+        return [int(x) for x in self.tokenizer.encode(text)]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(list(ids))
+
+    def logits(self, ids):
+        import numpy as np
+
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + 1, batch_size=1)
+        gen = og.Generator(self.model, params)
+        gen.append_tokens(list(ids))  # one prompt pass: logits for every position
+        out = np.asarray(gen.get_output("logits"), dtype=np.float32)[0]
+        del gen
+        return out
+
     def close(self):
         self.tokenizer = None
         self.model = None

@@ -1,0 +1,24 @@
+"""``aipc report``: the validation summary across artifacts (table, DVC plot data, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.option("--plots/--no-plots", default=True, help="Also write metrics/plots/accuracy.{json,png}.")
+def command(plots: bool) -> None:
+    """Print the accuracy table of every validated artifact."""
+    from pipeline import paths
+    from pipeline.errors import SourceError
+    from validation.report import collect, table, write_plots
+
+    rows = collect(paths.METRICS)
+    if not rows:
+        raise SourceError(f"{paths.METRICS / 'validate'}: no validation metrics", fix="run `dvc repro` first")
+    click.echo(table(rows))
+    if plots:
+        png = write_plots(rows, Path(paths.METRICS) / "plots")
+        click.echo(f"plots: {png}")

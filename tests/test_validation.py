@@ -1,0 +1,132 @@
+"""The validation harness end to end: gates catch a broken artifact with one clear message;
+tokenizer parity; gate configuration; evaluation texts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from validation import gates
+
+AIPC = str(Path(sys.executable).parent / "aipc")
+
+
+def test_gates_evaluate_and_describe():
+    record = {"accuracy": {"worst_ppl_ratio": 1.8, "top1_agreement": 0.9, "kl_mean": 0.1, "kl_p99": 1.0},
+              "tokenizer_parity": {"encode_agreement": 1.0, "roundtrip_exact": 1.0, "chat_template_equal": True},
+              "smoke": {"passed": False, "prefix_agreement": 0.5}}
+    th = {"max_ppl_ratio": 1.5, "min_top1_agreement": 0.6, "max_kl_mean": 0.5, "max_kl_p99": 3.0,
+          "min_tokenizer_agreement": 1.0, "min_prefix_agreement": 0.0, "smoke_must_pass": True}
+    res = gates.evaluate(record, th)
+    failed = {g["gate"] for g in res if not g["passed"]}
+    assert failed == {"max_ppl_ratio", "smoke_must_pass"}
+    lines = gates.describe_failures(res)
+    assert "accuracy.worst_ppl_ratio = 1.8 (gate max_ppl_ratio: must be <= 1.5)" in lines
+    record["tokenizer_parity"]["chat_template_equal"] = False
+    assert "chat_template_equal" in {g["gate"] for g in gates.evaluate(record, th) if not g["passed"]}
+
+
+def test_missing_metric_fails_its_gate():
+    res = gates.evaluate({}, {"max_kl_mean": 0.5})
+    assert not any(g["passed"] for g in res)
+
+
+def test_gate_overrides_inherit_defaults():
+    import yaml
+
+    from pipeline.config import parse_params
+
+    root = Path(__file__).resolve().parent.parent
+    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    g = p.validation.gates_for("openvino", "fp16")
+    assert g["max_ppl_ratio"] == 1.02 and g["smoke_must_pass"] is True
+    assert p.validation.gates_for("openvino", "int4")["max_ppl_ratio"] == 1.5
+
+
+def test_gate_keys_must_name_artifacts():
+    import copy
+
+    import yaml
+
+    from pipeline.config import parse_params
+    from pipeline.errors import ConfigError
+
+    root = Path(__file__).resolve().parent.parent
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    bad = copy.deepcopy(data)
+    bad["validation"]["gates"]["variants"]["openvino-int5"] = {"max_kl_mean": 1.0}
+    with pytest.raises(ConfigError, match="openvino-int5.*name no artifact"):
+        parse_params(bad)
+    bad = copy.deepcopy(data)
+    bad["validation"]["gates"]["default"]["min_top1_agreement"] = 1.5
+    with pytest.raises(ConfigError, match=r"validation.gates.default.min_top1_agreement.*1.5"):
+        parse_params(bad)
+    bad = copy.deepcopy(data)
+    del bad["validation"]["gates"]["default"]["max_kl_p99"]
+    with pytest.raises(ConfigError, match="must set every gate; missing: max_kl_p99"):
+        parse_params(bad)
+
+
+def test_evaluation_texts_are_shipped_and_long_enough(embedded_dir):
+    from transformers import AutoTokenizer
+
+    from validation.reference import EVAL_DIR
+
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    for name in ("python_docs", "gpl3"):
+        text = (EVAL_DIR / f"{name}.txt").read_text()
+        assert len(tok.encode(text, add_special_tokens=False)) >= 4 * 1024
+    assert "PSF" in (EVAL_DIR / "SOURCES.md").read_text()
+
+
+@pytest.mark.slow
+def test_broken_artifact_is_caught_by_the_gates(repro_workspace):
+    """Scramble a third of an FP16 IR's weights: validate fails with one message listing each
+    failing metric, its value and its threshold; the metrics file is still written."""
+    ws, r, env = repro_workspace
+    assert r.returncode == 0
+    good = ws / "artifacts" / "openvino" / "fp16"
+    broken = ws / "artifacts" / "openvino" / "broken"
+    shutil.copytree(good, broken)
+    bin_path = broken / "openvino_model.bin"
+    data = bytearray(bin_path.read_bytes())
+    start, n = len(data) // 3, (len(data) // 3) // 2 * 2
+    noise = np.random.default_rng(0).normal(0, 0.05, n // 2).astype(np.float16).tobytes()
+    data[start:start + n] = noise
+    bin_path.write_bytes(bytes(data))
+    shutil.copyfile(ws / "metrics/smoke/openvino-fp16.json", ws / "metrics/smoke/openvino-broken.json")
+    out = subprocess.run([AIPC, "validate", "openvino", "broken"], cwd=ws, env=env, capture_output=True,
+                         text=True, timeout=900)
+    try:
+        assert out.returncode == 6, out.stderr[-2000:]
+        assert "openvino/broken failed" in out.stderr and "gate(s)" in out.stderr
+        assert "accuracy.worst_ppl_ratio = " in out.stderr and "(gate max_ppl_ratio: must be <= 1.5)" in out.stderr
+        assert "accuracy.top1_agreement = " in out.stderr
+        assert "Traceback" not in out.stderr
+        rec = json.loads((ws / "metrics/validate/openvino-broken.json").read_text())
+        assert rec["passed"] is False and rec["accuracy"]["worst_ppl_ratio"] > 1.5
+    finally:
+        shutil.rmtree(broken)
+        for f in ("metrics/smoke/openvino-broken.json", "metrics/validate/openvino-broken.json"):
+            (ws / f).unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_fp16_near_identical_int4_bounded(repro_workspace):
+    ws, r, _ = repro_workspace
+    assert r.returncode == 0
+    fp16 = json.loads((ws / "metrics/validate/openvino-fp16.json").read_text())["accuracy"]
+    int4 = json.loads((ws / "metrics/validate/openvino-int4.json").read_text())["accuracy"]
+    assert fp16["worst_ppl_ratio"] < 1.01 and fp16["top1_agreement"] > 0.98 and fp16["kl_mean"] < 0.005
+    assert 1.02 < int4["worst_ppl_ratio"] < 1.5 and int4["kl_mean"] > 10 * fp16["kl_mean"]
+    dml16 = json.loads((ws / "metrics/validate/ortgenai-dml-fp16.json").read_text())["accuracy"]
+    assert dml16["worst_ppl_ratio"] < 1.01 and dml16["top1_agreement"] > 0.98
+    table = subprocess.run([AIPC, "report"], cwd=ws, capture_output=True, text=True)
+    assert table.returncode == 0 and "openvino-int4" in table.stdout
+    assert (ws / "metrics/plots/accuracy.png").stat().st_size > 10_000

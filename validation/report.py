@@ -1,0 +1,74 @@
+"""Summary across artifacts: a table (``aipc report``), DVC plot data and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.fsutil import write_json
+
+COLUMNS = ("artifact", "passed", "worst_ppl_ratio", "top1_agreement", "kl_mean", "kl_p99", "tokenizer", "prefix")
+
+
+def collect(metrics_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for f in sorted((metrics_dir / "validate").glob("*.json")):
+        r = json.loads(f.read_text())
+        acc = r.get("accuracy", {})
+        rows.append({
+            "artifact": f.stem,
+            "passed": r.get("passed"),
+            "worst_ppl_ratio": acc.get("worst_ppl_ratio"),
+            "top1_agreement": acc.get("top1_agreement"),
+            "kl_mean": acc.get("kl_mean"),
+            "kl_p99": acc.get("kl_p99"),
+            "tokenizer": r.get("tokenizer_parity", {}).get("encode_agreement"),
+            "prefix": r.get("smoke", {}).get("prefix_agreement"),
+            "texts": {k: v["perplexity"] for k, v in acc.get("texts", {}).items()},
+            "reference_texts": {k: v["reference_perplexity"] for k, v in acc.get("texts", {}).items()},
+        })
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def cell(v):
+        if isinstance(v, bool) or v is None:
+            return {True: "yes", False: "NO", None: "-"}[v]
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    grid = [list(COLUMNS)] + [[cell(r[c]) for c in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    """metrics/plots/accuracy.json (DVC plots) and metrics/plots/accuracy.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "accuracy.json", [{k: r[k] for k in COLUMNS if k != "passed"} for r in rows])
+    names = [r["artifact"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(rows) + 2.2), sharey=True)
+    for ax, key, label, good in ((axes[0], "worst_ppl_ratio", "perplexity / reference (worst text)", 1.0),
+                                 (axes[1], "top1_agreement", "top-1 agreement with reference", 1.0),
+                                 (axes[2], "kl_mean", "mean KL(reference ‖ artifact)", 0.0)):
+        vals = [r[key] or 0.0 for r in rows]
+        colors = ["tab:green" if r["passed"] else "tab:red" for r in rows]
+        ax.barh(names, vals, color=colors)
+        ax.axvline(good, color="black", lw=0.8, ls="--")
+        ax.set_title(label, fontsize=10)
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("Accuracy per artifact (green: all gates passed)", fontsize=11)
+    fig.tight_layout()
+    png = out_dir / "accuracy.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

@@ -1,0 +1,55 @@
+"""The source checkpoint through transformers on CPU: the reference every artifact is measured against."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .base import Generation, Runner
+
+
+class TransformersRunner(Runner):
+    backend = "transformers"
+
+    def __init__(self, folder: Path, dtype: str = "float32"):
+        super().__init__(folder)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(self.folder)  # never trust_remote_code
+        self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, dtype)).eval()
+
+    def _hf_tokenizer(self):
+        return self.tok
+
+    def chat_prompt(self, messages):
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, messages, max_new_tokens):
+        torch = self.torch
+        prompt = self.chat_prompt(messages)
+        ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+        total = time.perf_counter() - t0
+        new = out[0, ids["input_ids"].shape[1]:].tolist()
+        eos = {self.tok.eos_token_id} | set(np.atleast_1d(self.model.generation_config.eos_token_id or []).tolist())
+        stopped = "max_new_tokens"
+        if new and new[-1] in eos:
+            new, stopped = new[:-1], "eos"
+        return Generation(prompt=prompt, text=self.tok.decode(new, skip_special_tokens=True), token_ids=new,
+                          stopped_by=stopped, first_token_s=float("nan"), total_s=total)
+
+    def logits(self, ids):
+        torch = self.torch
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([list(ids)], dtype=torch.int64))
+        return out.logits[0].float().numpy()
+
+    def close(self):
+        self.model = None

@@ -1,0 +1,73 @@
+"""The validate stage: accuracy against the reference, tokenizer parity, smoke verdict, gates."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Params
+from pipeline.errors import ValidationFailed
+from pipeline.fsutil import read_json, write_json
+
+from . import gates as gates_mod
+from .accuracy import prefix_agreement, score_window, summarize
+from .reference import load_reference
+from .runners import open_runner
+from .tokenizers import tokenizer_parity
+
+log = logging.getLogger(__name__)
+
+
+def validate_artifact(params: Params, backend: str, variant: str, folder: Path, source_dir: Path,
+                      reference_dir: Path, smoke_json: Path, out: Path) -> dict[str, Any]:
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    meta, windows = load_reference(reference_dir)
+    source_tok = AutoTokenizer.from_pretrained(source_dir)
+    record: dict[str, Any] = {"backend": backend, "variant": variant, "artifact": str(folder),
+                              "protocol": meta["protocol"]}
+    with open_runner(backend, folder, params) as runner:
+        per_text, all_scores = {}, []
+        for name, wins in windows.items():
+            scores = [score_window(w, runner.logits(w.ids.tolist()))
+                      for w in tqdm(wins, desc=f"{backend}-{variant} {name}", leave=False)]
+            per_text[name] = summarize(scores)
+            all_scores += scores
+            log.info("%s-%s %s: ppl %.3f (reference %.3f, ratio %.4f), top-1 %.3f, KL mean %.4f",
+                     backend, variant, name, per_text[name]["perplexity"], per_text[name]["reference_perplexity"],
+                     per_text[name]["ppl_ratio"], per_text[name]["top1_agreement"], per_text[name]["kl_mean"])
+        pooled = summarize(all_scores)
+        record["accuracy"] = {
+            "texts": per_text,
+            "worst_ppl_ratio": max(t["ppl_ratio"] for t in per_text.values()),
+            "top1_agreement": pooled["top1_agreement"],
+            "kl_mean": pooled["kl_mean"],
+            "kl_p99": pooled["kl_p99"],
+            "positions": pooled["positions"],
+        }
+        record["tokenizer_parity"] = tokenizer_parity(runner, source_tok)
+    smoke = read_json(smoke_json) if smoke_json.is_file() else None
+    prefix = []
+    if smoke is not None:
+        for r in smoke["results"]:
+            ref_ids = meta["generations"].get(r["id"], {}).get("token_ids", [])
+            prefix.append(prefix_agreement(ref_ids, r.get("token_ids", []), params.validation.prefix_tokens))
+    record["smoke"] = {
+        "passed": bool(smoke and smoke["passed"]),
+        "prefix_agreement": sum(prefix) / len(prefix) if prefix else None,
+        "file": str(smoke_json),
+    }
+    thresholds = params.validation.gates_for(backend, variant)
+    record["gates"] = gates_mod.evaluate(record, thresholds)
+    record["passed"] = all(g["passed"] for g in record["gates"])
+    write_json(out, record)
+    if not record["passed"]:
+        lines = gates_mod.describe_failures(record["gates"])
+        raise ValidationFailed(
+            f"{backend}/{variant} failed {len(lines)} gate(s):\n  " + "\n  ".join(lines),
+            fix=f"metrics are in {out}; fix the artifact (re-export with other params) or, with a reason, "
+            f"change validation.gates.variants.{backend}-{variant} in params.yaml",
+        )
+    return record
