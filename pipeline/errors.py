@@ -62,3 +62,7 @@ class PublishError(PipelineError):
     """A bundle can't be published or verified."""
 
     exit_code = 8
+
+
+class ArtifactIntegrityError(ValidationFailed):
+    """An artifact's files differ from the sha256 recorded at export (tampered or corrupted)."""

@@ -111,17 +111,29 @@ def _status(err: BaseException) -> int | None:
     return getattr(getattr(err, "response", None), "status_code", None)
 
 
-def _root(err: BaseException) -> BaseException:
-    while err.__cause__ is not None and err.__cause__ is not err:
-        err = err.__cause__
-    return err
+def _chain(err: BaseException) -> list[BaseException]:
+    out = [err]
+    while out[-1].__cause__ is not None and out[-1].__cause__ not in out and len(out) < 20:
+        out.append(out[-1].__cause__)
+    return out
 
 
 def _transient(err: BaseException) -> bool:
+    """A 5xx or a network failure anywhere in the exception chain (the client wraps upload errors)."""
     import httpx
 
-    status = _status(err)
-    return (status is not None and status >= 500) or isinstance(_root(err), (httpx.TransportError, ConnectionError))
+    for e in _chain(err):
+        status = _status(e)
+        if (status is not None and status >= 500) or isinstance(e, (httpx.TransportError, ConnectionError)):
+            return True
+    return False
+
+
+def _network_cause(err: BaseException) -> BaseException:
+    import httpx
+
+    return next((e for e in _chain(err) if isinstance(e, (httpx.TransportError, ConnectionError))
+                 or (_status(e) or 0) >= 500), err)
 
 
 def _short(err: BaseException) -> str:
@@ -137,6 +149,9 @@ def hub_error(err: BaseException, repo_id: str, doing: str) -> PublishError:
 
     endpoint = constants.ENDPOINT
     status = _status(err)
+    if any(type(e).__name__ == "OfflineModeIsEnabled" for e in _chain(err)):
+        return PublishError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set, so the Hub client makes no requests",
+                            fix="unset HF_HUB_OFFLINE (scripts/test.sh sets it for the offline test suite)")
     if isinstance(err, LocalTokenNotFoundError):
         return PublishError(f"{doing} {repo_id}: no Hub token",
                             fix="export HF_TOKEN=<a write token> (CI: the HF_TOKEN secret) or run `hf auth login`")
@@ -153,7 +168,7 @@ def hub_error(err: BaseException, repo_id: str, doing: str) -> PublishError:
         return PublishError(f"{doing} {repo_id}: no such repo on {endpoint} (or the token may not read it)",
                             fix="check the repo id and HF_TOKEN")
     if _transient(err):
-        return PublishError(f"{doing} {repo_id}: the Hub did not answer properly ({_short(_root(err))}), "
+        return PublishError(f"{doing} {repo_id}: the Hub did not answer properly ({_short(_network_cause(err))}), "
                             "after retries",
                             fix="run the same command again: it resumes, and files already on the Hub are not sent again")
     return PublishError(f"{doing} {repo_id} failed: {_short(err)}",
@@ -313,10 +328,12 @@ def _commit(api, plan: Plan, operations: list) -> str:
                                      commit_description=body, parent_commit=plan.head)
             return info.oid
         except Exception as err:  # noqa: BLE001
-            if _status(err) == 412 and attempt > 1:  # a previous attempt may have landed
+            if _status(err) == 412:  # the branch moved: a previous attempt landed, or someone else committed
                 landed = _landed(api, plan)
                 if landed:
                     return landed
+                raise PublishError(f"{plan.repo_id}: the Hub refused the commit because the branch moved (HTTP 412)",
+                                   fix="run `aipc publish` again: it plans against the new head") from None
             if not _transient(err) or attempt == COMMIT_ATTEMPTS:
                 raise
             wait = COMMIT_WAIT_S * 2 ** (attempt - 1)
@@ -339,12 +356,13 @@ def _upload(api, plan: Plan, echo: Echo) -> str:
     large = [(c, op) for c, op in adds if c.size > LARGE_FILE]
     doing = "uploading to"
     try:
-        if small:
-            api.preupload_lfs_files(plan.repo_id, additions=small)
-        for i, (c, op) in enumerate(large, 1):
+        for i, (c, op) in enumerate(large, 1):  # one at a time: a progress line each, and a failure names its file
             doing = f"uploading {c.path} to"
             echo(f"  uploading {c.path} ({human(c.size)}) [{i}/{len(large)}]")
             api.preupload_lfs_files(plan.repo_id, additions=[op])
+        doing = "uploading to"
+        if small:
+            api.preupload_lfs_files(plan.repo_id, additions=small)
         doing = "committing to"
         ops = [op for _, op in adds] + [CommitOperationDelete(path_in_repo=c.path) for c in plan.of("delete")]
         return _commit(api, plan, ops)
@@ -371,12 +389,16 @@ def publish(params, folders: list[Path], *, dry_run: bool = False, private: bool
     from huggingface_hub import HfApi
 
     api = HfApi()
-    results = []
-    for folder, m in zip(folders, manifests):
-        plan = make_plan(api, folder, m, tag)
-        for line in describe(plan, private):
+    plans = []
+    for folder, m in zip(folders, manifests):  # plan (and print) every bundle before anything is written
+        plans.append(make_plan(api, folder, m, tag))
+        for line in describe(plans[-1], private):
             echo(line)
+    for plan in plans:
         _check_tag(plan)
+    results = []
+    for plan in plans:
+        folder, m = plan.folder, plan.manifest
         url = f"{api.endpoint}/{plan.repo_id}"
         result = {"bundle": str(folder), "repo_id": plan.repo_id, "url": url, "dry_run": dry_run,
                   "uploaded_files": len(plan.of("add", "change")), "uploaded_bytes": plan.upload_bytes,
@@ -384,6 +406,7 @@ def publish(params, folders: list[Path], *, dry_run: bool = False, private: bool
         if dry_run:
             results.append(result)
             continue
+        echo(f"publishing {m['backend']}-{m['variant']} -> {plan.repo_id}")
         if not plan.exists:
             try:
                 api.create_repo(plan.repo_id, private=private, exist_ok=True)

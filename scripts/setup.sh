@@ -10,6 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.aipc-setup-$(cat pyproject.toml requirements/lock.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+bash envs/npu/setup.sh  # the isolated NPU env (.venv-npu; its own stamp, so it runs before .venv's early exit)
 if [ -f "$stamp" ]; then
   echo "setup: .venv is up to date"
   exit 0

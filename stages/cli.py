@@ -74,6 +74,10 @@ def _register() -> None:
 
     for mod in (check, download, export, report, smoke, workspace):
         main.add_command(mod.command)
+    from . import run
+
+    main.add_command(run.generate)
+    main.add_command(run.chat)
     main.add_command(validate.reference)
     main.add_command(validate.validate)
     from . import bundle, publish

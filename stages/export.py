@@ -46,3 +46,18 @@ def ortgenai(obj, variant: str) -> None:
     out = paths.artifact_dir("ortgenai", key)
     record = og.export(obj.params, key, paths.source_dir(), out)
     click.echo(f"ortgenai/{key}: {out} {record['effective']['matmulnbits'] or record['effective']['logits_dtype']}")
+
+
+@command.command("npu")
+@click.argument("variant")
+@click.pass_obj
+def npu(obj, variant: str) -> None:
+    """intel-npu-acceleration-library 1.4.0 model (sha256-recorded torch pickle, run in the NPU env) for VARIANT of npu.variants."""
+    from pipeline import paths
+    from pipeline.export import npu as npu_export
+
+    key = _variant(obj.params, "npu", variant)
+    out = paths.artifact_dir("npu", key)
+    record = npu_export.export(obj.params, key, paths.source_dir(), out)
+    fallback = f" (no NPU: {record['device_fallback']} fallback)" if record.get("device_fallback") else ""
+    click.echo(f"npu/{key}: {out} {record['params']['dtype']} on {record['device']}{fallback}")

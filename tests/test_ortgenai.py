@@ -20,6 +20,8 @@ RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 def params_with(variants: dict):
     data = copy.deepcopy(RELEASE)
     data["ortgenai"]["variants"] = variants
+    data["validation"]["gates"]["variants"] = {k: v for k, v in data["validation"]["gates"]["variants"].items()
+                                               if not k.startswith("ortgenai-")}
     return parse_params(data)
 
 
@@ -82,7 +84,12 @@ def test_options_reach_the_graph_and_files_are_complete(tmp_path, tiny_phi3):
     for f in ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json",
               "aipc_export.json"):
         assert (out / f).is_file(), f
-    assert rec["toolchain"]["onnxruntime-genai"] == "0.18.0" and rec["min_runtime"]["onnxruntime-genai-directml"]
+    assert rec["toolchain"]["onnxruntime-genai"] == "0.18.0" and rec["min_runtime"]["onnxruntime-genai-directml"] == "0.9.1"
+    # default-valued keys older runtimes reject are dropped (docs/ortgenai-runtime-compat.md)
+    sw = json.loads((out / "genai_config.json").read_text())["model"]["decoder"].get("sliding_window", {})
+    assert "cache_slack" not in sw and "layers" not in sw
+    assert rec["genai_config_dropped_defaults"] == ["model.decoder.sliding_window.cache_slack",
+                                                    "model.decoder.sliding_window.layers"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp dir left"
 
     out2, rec2 = _build(tmp_path, tiny_phi3, "dml-int4",

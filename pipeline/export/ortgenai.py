@@ -33,12 +33,18 @@ REQUIRED_FILES = ("model.onnx", "model.onnx.data", "genai_config.json", "tokeniz
 # known from GenAI 0.14.0 on). BPE models; the Llama name also selects Llama's SentencePiece paths.
 PORTABLE_TOKENIZER_CLASSES = ("LlamaTokenizer", "GPT2Tokenizer", "Phi3Tokenizer", "Qwen2Tokenizer",
                               "GemmaTokenizer", "CodeGenTokenizer")
-# The oldest runtime the bundle is written for:
-#  - chat template: GenAI 0.8 reads only tokenizer_config.json's "chat_template" (written below);
-#  - tokenizer.json merges as arrays (transformers 5 / tokenizers >= 0.20): GenAI >= 0.5;
-#  - "LlamaTokenizer"/"GPT2Tokenizer" class: every version with a class whitelist (0.6+).
-# The number is raised to what tests/test_ortgenai_compat.py proves for genai_config.json and ops.
-MIN_RUNTIME = {"onnxruntime-genai": "0.8.0", "onnxruntime-genai-directml": "0.8.0"}
+# The oldest runtime that loads all three release variants (cpu-int4, dml-fp16, dml-int4) as written
+# here AND gives the same greedy chat tokens as the builder's 0.18.0 (itself checked against a plain
+# onnxruntime loop), measured on CPU by benchmarks/ortgenai_runtime_compat.sh (docs/ortgenai-runtime-compat.md):
+#  - 0.9.1, because make_genai_config_portable drops the two default-valued sliding_window keys the
+#    0.18 builder writes for CPU models ("cache_slack": 0 and "layers": []), which every release before
+#    0.16.0 (cache_slack) / 0.11 (layers) rejects as unknown; 0.9.0 and older give wrong tokens when a
+#    prompt contains pad_token_id (fixed upstream in 0.9.1);
+#  - tokenizer ids match from 0.7.1; apply_chat_template (0.8.0+) renders the same prompt;
+#  - the graphs need onnxruntime >= 1.23 (GroupQueryAttention with 12 inputs).
+# onnxruntime-genai-directml: the same release line (DirectML can't run here); 0.9.1 .. 0.12.2 install
+# from PyPI (0.13/0.14 need an onnxruntime-directml newer than PyPI has).
+MIN_RUNTIME = {"onnxruntime-genai": "0.9.1", "onnxruntime-genai-directml": "0.9.1", "onnxruntime": "1.23.0"}
 
 
 def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -71,6 +77,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             raise ExportError(f"the ORT GenAI builder did not write {', '.join(missing)} for {key!r}",
                               fix="see the builder's log above")
         tok = make_tokenizer_portable(tmp, source_dir)
+        dropped = make_genai_config_portable(tmp)
         record = {
             "backend": BACKEND,
             "variant": key,
@@ -78,11 +85,32 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "builder_extra_options": variant.builder_extra_options(),
             "effective": effective_settings(tmp),
             "tokenizer": tok,
+            "genai_config_dropped_defaults": dropped,
             "min_runtime": MIN_RUNTIME,
             "toolchain": versions(),
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
+
+
+# genai_config.json keys the 0.18 builder writes with their default value and older parsers reject
+# ("Unknown value"): dropping them changes nothing for new runtimes (same tokens, checked).
+_DEFAULT_ONLY_KEYS = {("sliding_window", "cache_slack"): 0, ("sliding_window", "layers"): []}
+
+
+def make_genai_config_portable(folder: Path) -> list[str]:
+    path = folder / "genai_config.json"
+    cfg = read_json(path)
+    dec = cfg["model"]["decoder"]
+    dropped = []
+    for (section, key), default in _DEFAULT_ONLY_KEYS.items():
+        block = dec.get(section)
+        if isinstance(block, dict) and key in block and block[key] == default:
+            del block[key]
+            dropped.append(f"model.decoder.{section}.{key}")
+    if dropped:
+        write_json(path, cfg)
+    return dropped
 
 
 def _tokenizer_class_for(folder: Path, source_dir: Path) -> str:

@@ -59,8 +59,10 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
     params = m["quantization"]["params"]
     rt = m.get("min_runtime") or {}
 
+    op = "==" if m.get("runtime_exact") else ">="
+
     def pin(pkg: str) -> str:
-        return f'"{pkg}>={rt[pkg]}"' if pkg in rt else pkg
+        return f'"{pkg}{op}{rt[pkg]}"' if pkg in rt else pkg
 
     out = []
     if m["backend"] == "openvino":
@@ -98,6 +100,17 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
             f"'[{{\"role\": \"user\", \"content\": \"{PROMPT}\"}}]', add_generation_prompt=True)))",
             "while not generator.is_done(): generator.generate_next_token()",
             "print(tokenizer.decode(generator.get_sequence(0)))",
+            "```",
+        ]
+    elif m.get("loader") == "pipeline.export.npu.load_npu_artifact":
+        out += [
+            "**Intel NPU Acceleration Library**, through the aipc repository's loader, which checks every file's "
+            "sha256 and the environment's versions before anything is unpickled (run it in the NPU environment "
+            f"that `envs/npu/setup.sh` builds: {', '.join(f'`{k}=={v}`' for k, v in sorted(rt.items()))}):",
+            "```python",
+            "import huggingface_hub as hf; from pipeline.export.npu import load_npu_artifact",
+            f'with load_npu_artifact(hf.snapshot_download("{repo}")) as model:',
+            f'    print(model.generate([{{"role": "user", "content": "{PROMPT}"}}], max_new_tokens=64)["text"])',
             "```",
         ]
     else:
@@ -150,9 +163,12 @@ def _limits(m: dict[str, Any]) -> list[str]:
     params = m["quantization"]["params"]
     out = []
     if m.get("pickle_files"):
-        out.append(f"**{', '.join(m['pickle_files'])} is a Python (torch) pickle: loading it runs code.** Verify its "
-                   "sha256 against `manifest.json` first (`aipc verify " + m["repo_id"] + "` or the snippet above) "
-                   "and load it only from this repo.")
+        how = (f"load it only through `{m['loader']}` (above), which checks it first" if m.get("loader") else
+               "verify its sha256 against `manifest.json` first (the snippet above)")
+        out.append(f"**{', '.join(m['pickle_files'])} is a Python (torch) pickle: loading it runs code.** Never "
+                   f"`torch.load` it blindly: {how}; `aipc verify {m['repo_id']}` checks a download.")
+    if m.get("device_fallback"):
+        out.append(f"Compiled without an NPU present: the library ran on its {m['device_fallback']} fallback.")
     if m["backend"] == "npu":
         out.append("The pickle is tied to the transformers and intel-npu-acceleration-library versions listed "
                    "below (the library is archived upstream; OpenVINO GenAI is its maintained successor).")
@@ -173,6 +189,8 @@ def _limits(m: dict[str, Any]) -> list[str]:
                    "GGUF): a pipeline test model, not for production use.")
     if not src.get("license") or src.get("license") == "unknown":
         out.append("The source model's license could not be determined; set `bundle.license` before publishing.")
+    out.append("The validation table comes from the pipeline's own runs (on CPU unless a note above says otherwise); "
+               "other devices are not covered by it.")
     out.append("The chat template and tokenizer are the source model's; the context length is the source config's.")
     return out
 
@@ -193,12 +211,14 @@ def render(m: dict[str, Any]) -> str:
     lines += ["", "## Quantization", "", "Requested settings (params.yaml):", "", "| setting | value |", "|---|---|"]
     for k, v in sorted(q["params"].items()):
         if v is not None:
-            lines.append(f"| {k} | {_cell(v)} |")
+            lines.append(f"| {k} | {v if isinstance(v, str) else _cell(json.dumps(v))} |")
     if q.get("builder_extra_options"):
         lines.append(f"| builder extra options | {_cell(q['builder_extra_options'])} |")
     lines += ["", "What the artifact really holds (read back from the exported graph):", "",
               "| property | value |", "|---|---|"]
     for k, v in sorted(q["effective"].items()):
+        if isinstance(v, dict):  # NNCF's advanced defaults are long and unchanged: they stay in manifest.json only
+            v = {a: b for a, b in v.items() if a != "advanced_parameters"}
         lines.append(f"| {k} | {_cell(v)} |")
     lines += ["", "## Validation", ""] + _validation_rows(m)
     lines += ["", "## Files", "",
@@ -207,9 +227,14 @@ def render(m: dict[str, Any]) -> str:
     for name, meta in sorted(m["files"].items()):
         lines.append(f"| {name} | {human(meta['size'])} | `{meta['sha256'][:16]}…` |")
     lines += ["", "## Minimum runtime versions", "", f"Basis: {m.get('min_runtime_basis', '')}.", ""]
-    lines += [f"- {k} >= {v}" for k, v in sorted((m.get("min_runtime") or {}).items())] or ["- (not recorded)"]
+    op = "==" if m.get("runtime_exact") else ">="
+    lines += [f"- {k} {op} {v}" for k, v in sorted((m.get("min_runtime") or {}).items())] or ["- (not recorded)"]
     lines += ["", "## Toolchain", "", "| package | version |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted((m.get("toolchain") or {}).items())]
+    if m.get("runtime_env"):
+        lines += ["", "Environment the artifact was written in (and must be read in):", "",
+                  "| package | version |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(m["runtime_env"].items())]
     lines += ["", "## Known limits", ""] + [f"- {x}" for x in _limits(m)]
     lic = src.get("license") or "unknown"
     carried = ", ".join(f"`{f}`" for f in src.get("license_files") or []) or "none found in the source"

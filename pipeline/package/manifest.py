@@ -185,12 +185,18 @@ def is_pickle(path: Path) -> bool:
     return path.suffix in (".pkl", ".pickle")
 
 
-def min_runtime(backend: str, record: dict[str, Any]) -> tuple[dict[str, str], str]:
+def min_runtime(backend: str, record: dict[str, Any]) -> tuple[dict[str, str], str, bool]:
+    """(package -> version, basis, exact): ``exact`` when only those very versions can load the artifact."""
     if record.get("min_runtime"):
-        return dict(record["min_runtime"]), "checked minimum (export record)"
-    tc = record.get("toolchain") or {}
+        return dict(record["min_runtime"]), "checked minimum (export record)", False
+    runtime = record.get("runtime") or {}
+    tied = [k for k in record.get("runtime_must_match") or () if k in runtime]
+    if tied:  # the NPU pickle: it loads only where these versions match exactly
+        return ({k: runtime[k] for k in tied}, "exact versions: the pickle loads only with these "
+                "(pipeline.export.npu.load_npu_artifact checks them)", True)
+    tc = {**(record.get("toolchain") or {}), **runtime}
     found = {k: tc[k] for k in RUNTIME_PACKAGES.get(backend, ()) if k in tc}
-    return found, "the versions it was built and validated with; older ones are untested"
+    return found, "the versions it was built and validated with; older ones are untested", False
 
 
 def build_manifest(params, backend: str, variant: str, artifact_dir: Path, source_dir: Path,
@@ -205,10 +211,19 @@ def build_manifest(params, backend: str, variant: str, artifact_dir: Path, sourc
         raise PublishError(f"{rec_path}: records {record.get('backend')}/{record.get('variant')}, "
                            f"not {backend}/{variant}", fix=f"re-export: `aipc export {backend} {variant}`")
     model = params.model.name
-    runtime, basis = min_runtime(backend, record)
+    runtime, basis, exact = min_runtime(backend, record)
     quant = {"params": record.get("params") or {}, "effective": record.get("effective") or {}}
     if record.get("builder_extra_options") is not None:
         quant["builder_extra_options"] = record["builder_extra_options"]
+    if not quant["effective"] and record.get("compile"):  # the NPU library: what its compile call did
+        quant["effective"] = {k: v for k, v in record["compile"].items() if v is not None}
+    extra = {}
+    if record.get("runtime"):  # the NPU environment the artifact was written in (not the main toolchain)
+        extra["runtime_env"] = record["runtime"]
+    if record.get("loader"):
+        extra["loader"] = record["loader"]
+    if record.get("device_fallback"):
+        extra["device_fallback"] = record["device_fallback"]
     return {
         "schema": SCHEMA,
         "name": f"{backend}-{variant}",
@@ -222,7 +237,9 @@ def build_manifest(params, backend: str, variant: str, artifact_dir: Path, sourc
         "toolchain": record.get("toolchain") or {},
         "min_runtime": runtime,
         "min_runtime_basis": basis,
+        "runtime_exact": exact,
         "validation": validation_facts(smoke_path, validate_path),
+        **extra,
     }
 
 

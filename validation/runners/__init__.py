@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 
 from .base import Generation, Runner
 
-BACKENDS = ("openvino", "ortgenai")
+BACKENDS = ("openvino", "ortgenai", "npu")
 
 
 def open_runner(backend: str, folder: Path, params: Params) -> Runner:
@@ -25,6 +25,10 @@ def open_runner(backend: str, folder: Path, params: Params) -> Runner:
         from .ortgenai import OrtGenAIRunner
 
         return OrtGenAIRunner(folder)
+    if backend == "npu":
+        from .npu import NPURunner
+
+        return NPURunner(folder, params.npu)
     raise ConfigError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(BACKENDS)}")
 
 

@@ -20,6 +20,21 @@ class Generation:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Generation options of `aipc generate` / `aipc chat` (the seed's defaults)."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.3   # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0             # 0 = off
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
 class Runner(abc.ABC):
     """An artifact opened with its backend's own runtime."""
 
@@ -58,6 +73,15 @@ class Runner(abc.ABC):
         """Next-token logits (float32 numpy array [len(ids), vocab]) for ``ids`` under teacher
         forcing: row i is the distribution after ids[: i + 1]. No special tokens are added."""
         raise NotImplementedError(f"{type(self).__name__} has no teacher-forcing logits yet")
+
+    def stream(self, messages: list[dict[str, str]], sampling: Sampling, on_text) -> Generation:
+        """Generate, calling ``on_text(piece)`` as text arrives. Default (backends without a
+        streaming API): greedy generation, delivered in one piece."""
+        gen = self.generate(messages, sampling.max_new_tokens)
+        on_text(gen.text)
+        return Generation(prompt=gen.prompt, text=gen.text, token_ids=gen.token_ids, stopped_by=gen.stopped_by,
+                          first_token_s=gen.first_token_s, total_s=gen.total_s,
+                          notes=gen.notes + ["this backend does not stream or sample: greedy, one piece"])
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the runtime's memory."""

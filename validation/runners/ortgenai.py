@@ -84,6 +84,42 @@ class OrtGenAIRunner(Runner):
         return Generation(prompt=prompt, text=text, token_ids=out, stopped_by=stopped,
                           first_token_s=first if first is not None else total, total_s=total, notes=list(self.notes))
 
+    def stream(self, messages, sampling, on_text):
+        og = self.og
+        prompt = self.chat_prompt(messages)
+        ids = list(self.tokenizer.encode(prompt))
+        params = og.GeneratorParams(self.model)
+        opts = {"do_sample": not sampling.greedy, "max_length": len(ids) + sampling.max_new_tokens, "batch_size": 1}
+        if not sampling.greedy:
+            opts.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.top_k > 0:
+                opts["top_k"] = sampling.top_k
+            if sampling.seed is not None:
+                opts["random_seed"] = sampling.seed
+        params.set_search_options(**opts)
+        gen = og.Generator(self.model, params)
+        stream = self.tokenizer.create_stream()
+        t0 = time.perf_counter()
+        gen.append_tokens(ids)
+        out: list[int] = []
+        first = None
+        stopped = "max_new_tokens"
+        while not gen.is_done() and len(out) < sampling.max_new_tokens:
+            gen.generate_next_token()
+            tok = int(gen.get_next_tokens()[0])
+            if first is None:
+                first = time.perf_counter() - t0
+            if tok in self.eos:
+                stopped = "eos"
+                break
+            out.append(tok)
+            on_text(stream.decode(tok))
+        total = time.perf_counter() - t0
+        del gen
+        return Generation(prompt=prompt, text=self.tokenizer.decode(out) if out else "", token_ids=out,
+                          stopped_by=stopped, first_token_s=first if first is not None else total, total_s=total,
+                          notes=list(self.notes))
+
     def encode(self, text):
         return [int(x) for x in self.tokenizer.encode(text)]
 

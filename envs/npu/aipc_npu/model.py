@@ -1,0 +1,248 @@
+"""Compile a checkpoint with intel-npu-acceleration-library 1.4.0, and run a compiled artifact.
+
+Heavy imports (torch, transformers, the library) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import COPY_FILES, COPY_PATTERNS, MODEL_FILE
+from .artifact import (
+    check_versions, expected_hashes, open_verified, read_json, sha256_file, verify_files, versions,
+)
+from .errors import NPUError
+
+log = logging.getLogger("aipc_npu")
+
+DTYPES = ("int4", "int8", "fp16")
+
+
+def _quiet_imports() -> None:
+    # neural-compressor imports pkg_resources (deprecation warning); the library warns when no NPU
+    # is present - we report that ourselves as device / device_fallback.
+    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+    warnings.filterwarnings("ignore", message="NPU is not available.*")
+    warnings.filterwarnings("ignore", message="OpenVINO library is already loaded.*")
+
+
+def _library():
+    _quiet_imports()
+    try:
+        import intel_npu_acceleration_library as npu
+        from intel_npu_acceleration_library.backend import npu_available
+    except Exception as err:  # noqa: BLE001 - any import failure means a broken environment
+        raise NPUError("environment", f"intel_npu_acceleration_library does not import in {sys.prefix}: "
+                       f"{type(err).__name__}: {err}", fix="rebuild the NPU environment: bash envs/npu/setup.sh") from err
+    return npu, bool(npu_available())
+
+
+def peak_rss_mib() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def device_info(npu_present: bool) -> dict[str, Any]:
+    if npu_present:
+        return {"device": "NPU", "npu_available": True}
+    # The library warns "fallback to AUTO"; its C++ compile_model then picks OpenVINO's CPU plugin.
+    return {"device": "CPU", "npu_available": False, "device_fallback": "CPU"}
+
+
+def _untie_lm_head(model) -> bool:
+    """Give lm_head its own weight when it shares the input embedding's.
+
+    In 1.4.0 neural-compressor's weight-only RTN writes the quantized integer codes into the
+    lm_head weight tensor in place; with tied embeddings that tensor IS the embedding table, which
+    then holds integers (|x| <= 127) and the model produces garbage (measured: int8 logit cosine
+    0.28, top-1 0.0 on SmolLM2-135M). Phi-3-mini does not tie, SmolLM2 does.
+    """
+    import torch
+
+    out = model.get_output_embeddings()
+    inp = model.get_input_embeddings()
+    if out is None or inp is None or out.weight is not inp.weight:
+        return False
+    out.weight = torch.nn.Parameter(out.weight.detach().clone(), requires_grad=False)
+    model.config.tie_word_embeddings = False
+    return True
+
+
+def compile_checkpoint(src: Path, out: Path, dtype: str) -> dict[str, Any]:
+    """What ``NPUModelForCausalLM.from_pretrained(src, use_cache=True,
+    config=CompilerConfig(dtype=...), export=False)`` does in 1.4.0 (modelling.py: transformers'
+    ``AutoModelForCausalLM.from_pretrained`` then ``intel_npu_acceleration_library.compile``),
+    with the tied lm_head untied in between, then ``torch.save(model, out/model.pt)``.
+
+    The library's own path-keyed cache (``export=True``) is never used: it has no content hash, so
+    new weights at the same path would silently return the old model.
+    """
+    if dtype not in DTYPES:
+        raise NPUError("usage", f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if not (src / "config.json").is_file():
+        raise NPUError("source", f"{src}: no config.json: not a transformers checkpoint")
+    t0 = time.perf_counter()
+    npu, npu_present = _library()
+    import torch
+    from intel_npu_acceleration_library.compiler import CompilerConfig
+    from transformers import AutoModelForCausalLM
+
+    cfg = CompilerConfig(dtype={"int4": npu.int4, "int8": npu.int8, "fp16": torch.float16}[dtype])
+    t_load = time.perf_counter()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(src), use_cache=True)
+    except Exception as err:  # noqa: BLE001
+        raise NPUError("source", f"{src}: transformers {versions().get('transformers')} cannot load it: "
+                       f"{type(err).__name__}: {err}") from err
+    untied = _untie_lm_head(model)
+    # Parameters the compiler must leave alone (embeddings, norms): checked after compiling.
+    kept = {n: p.detach().clone() for n, p in model.named_parameters()
+            if not n.endswith(".weight") or "embed" in n or "norm" in n}
+    t_compile = time.perf_counter()
+    try:
+        with torch.no_grad():
+            model = npu.compile(model, cfg)
+    except Exception as err:  # noqa: BLE001
+        raise NPUError("compile", f"intel_npu_acceleration_library.compile({dtype}) failed: {type(err).__name__}: {err}") from err
+    compile_s = time.perf_counter() - t_compile
+    params = dict(model.named_parameters())
+    changed = [n for n, p in kept.items() if n in params and not torch.equal(params[n].detach(), p)]
+    if changed:
+        raise NPUError("compile", f"compiling changed non-linear weights in place: {', '.join(changed[:5])}")
+    del kept
+
+    # A short forward pass: the kernels run (first run compiles them) and give finite logits.
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=False).logits
+    if not torch.isfinite(logits).all():
+        raise NPUError("compile", "the compiled model gives non-finite logits on a 4-token probe")
+
+    out.mkdir(parents=True, exist_ok=True)
+    t_save = time.perf_counter()
+    torch.save(model, out / MODEL_FILE)
+    copied = []
+    for name in COPY_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+            copied.append(name)
+    for pattern in COPY_PATTERNS:
+        for p in sorted(src.glob(pattern)):
+            if p.is_file():
+                shutil.copyfile(p, out / p.name)
+                copied.append(p.name)
+    if not {"tokenizer.json", "tokenizer.model"} & set(copied):
+        raise NPUError("source", f"{src}: no tokenizer.json / tokenizer.model to ship with the artifact")
+    quantized = sorted({type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__})
+    return {
+        "ok": True,
+        "dtype": dtype,
+        "model_file": MODEL_FILE,
+        "model_sha256": sha256_file(out / MODEL_FILE),
+        "copied": copied,
+        "lm_head_untied": untied,
+        "linear_types": quantized,
+        "versions": versions(),
+        **device_info(npu_present),
+        "seconds": {"import": round(t_load - t0, 2), "load": round(t_compile - t_load, 2),
+                    "compile": round(compile_s, 2), "save": round(time.perf_counter() - t_save, 2),
+                    "total": round(time.perf_counter() - t0, 2)},
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+class Session:
+    """A compiled artifact loaded for inference (after its sha256 and version checks)."""
+
+    def __init__(self, artifact: Path, manifest: Path, expect: Path | None = None):
+        self.artifact = artifact
+        data = read_json(manifest)
+        if not isinstance(data, dict) or data.get("backend") != "npu" or data.get("format") != "torch-pickle":
+            raise NPUError("integrity", f"{manifest}: not an NPU (torch-pickle) export record",
+                           fix="point at an artifact written by `aipc export npu`")
+        table = expected_hashes(read_json(expect) if expect else data, str(expect or manifest))
+        # Everything but the pickle first, then the pickle through the file object it loads from.
+        verify_files(artifact, table, skip=(MODEL_FILE,))
+        check_versions(data, str(manifest))
+        f = open_verified(artifact / MODEL_FILE, table[MODEL_FILE])
+        t0 = time.perf_counter()
+        npu, npu_present = _library()
+        import torch
+        from transformers import AutoTokenizer
+
+        with f:
+            self.model = torch.load(f, weights_only=False)  # a pickle: only after the sha256 check above
+        self.model.eval()
+        self.load_s = time.perf_counter() - t0
+        self.tokenizer = AutoTokenizer.from_pretrained(str(artifact))
+        self.info = device_info(npu_present)
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        gen = self.artifact / "generation_config.json"
+        for source in ([read_json(gen)] if gen.is_file() else []) + [read_json(self.artifact / "config.json")]:
+            v = source.get("eos_token_id")
+            ids.update(v if isinstance(v, list) else [v] if isinstance(v, int) else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return sorted(ids)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, Any]:
+        """Greedy decoding with the KV cache; the chat template applied once, no special tokens added."""
+        import torch
+
+        prompt = self.chat_prompt(messages)
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        eos = set(self.eos_ids)
+        out_ids: list[int] = []
+        stopped = "max_new_tokens"
+        t0 = time.perf_counter()
+        first = None
+        with torch.no_grad():
+            out = self.model(input_ids=ids, use_cache=True)
+            while True:
+                nxt = int(out.logits[0, -1].argmax())
+                if first is None:
+                    first = time.perf_counter() - t0
+                if nxt in eos:
+                    stopped = "eos"
+                    break
+                out_ids.append(nxt)
+                if len(out_ids) >= max_new_tokens:
+                    break
+                out = self.model(input_ids=torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True)
+        total = time.perf_counter() - t0
+        return {
+            "prompt": prompt,
+            "text": self.tokenizer.decode(out_ids, skip_special_tokens=True),
+            "token_ids": out_ids,
+            "stopped_by": stopped,
+            "first_token_s": first if first is not None else total,
+            "total_s": total,
+            "prompt_tokens": int(ids.shape[1]),
+        }
+
+    def logits(self, ids: list[int]):
+        """float32 [len(ids), vocab]: row i is the next-token distribution after ids[: i + 1]."""
+        import torch
+
+        if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise NPUError("usage", "ids must be a non-empty list of token ids")
+        vocab = self.model.config.vocab_size
+        if max(ids) >= vocab:
+            raise NPUError("usage", f"token id {max(ids)} is outside the vocabulary ({vocab})")
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids]), use_cache=False)
+        return out.logits[0].float().numpy()

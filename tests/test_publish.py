@@ -1,0 +1,506 @@
+"""Bundles (manifest, model card) and `aipc publish` / `aipc verify` against the local Hub-protocol server.
+
+Bundles are built from small real artifacts: the tiny Phi-3 checkpoint exported with the real OpenVINO
+(int4) and ORT GenAI (cpu-int4) code into a temp workspace, plus smoke/validate metrics files. Publishing
+runs `python -m stages ...` (and scripts/release.sh) in subprocesses, because huggingface_hub reads
+HF_ENDPOINT at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.fsutil import file_table, read_json, sha256_file, write_json
+
+try:
+    from .hubserver import hf_env
+except ImportError:
+    from hubserver import hf_env
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_REPO = "microsoft/Phi-3-mini-4k-instruct"
+SOURCE_COMMIT = "0a67737cc96d2554230f90338b163bc6380a2a85"
+MODEL = "phi-3-mini-4k-instruct"
+OV_REPO = f"testuser/{MODEL}-openvino-int4"
+ORT_REPO = f"testuser/{MODEL}-ortgenai-cpu-int4"
+MIT = ("MIT License\n\nCopyright (c) Microsoft Corporation.\n\nPermission is hereby granted, free of charge, to any "
+       "person obtaining a copy of this software...\n")
+
+
+def release_params() -> dict:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["model"] = {"name": MODEL, "source": "hub", "repo_id": SOURCE_REPO, "revision": SOURCE_COMMIT}
+    data["openvino"]["variants"] = {"int4": {"weight_format": "int4", "group_size": 64, "ratio": 1.0, "sym": True}}
+    data["ortgenai"]["variants"] = {"cpu-int4": {"precision": "int4", "execution_provider": "cpu", "block_size": 32,
+                                                 "accuracy_level": 4, "is_symmetric": True}}
+    data["npu"]["variants"] = {}
+    data["validation"]["gates"]["variants"] = {}
+    data["publish"] = {"org": "testuser", "repo_template": "{org}/{model}-{backend}-{variant}", "private": False,
+                       "tag": None}
+    return data
+
+
+def smoke_record(backend: str, passed: bool = True) -> dict:
+    results = [{"id": "capital", "text": "Paris.", "passed": True, "failures": [], "notes": []},
+               {"id": "arith", "text": "4", "passed": passed, "failures": [] if passed else ["empty output"],
+                "notes": []}]
+    return {"backend": backend, "passed": passed, "prompts_passed": sum(r["passed"] for r in results),
+            "prompts_total": 2, "results": results}
+
+
+def validate_record(backend: str, variant: str, top1: float = 0.93) -> dict:
+    gates = [{"gate": "max_ppl_ratio", "metric": "accuracy.worst_ppl_ratio", "op": "<=", "threshold": 1.6,
+              "value": 1.08, "passed": True},
+             {"gate": "min_top1_agreement", "metric": "accuracy.top1_agreement", "op": ">=", "threshold": 0.7,
+              "value": top1, "passed": top1 >= 0.7}]
+    return {"backend": backend, "variant": variant, "passed": all(g["passed"] for g in gates), "gates": gates,
+            "accuracy": {"worst_ppl_ratio": 1.08, "top1_agreement": top1, "kl_mean": 0.05},
+            "tokenizer_parity": {"encode_agreement": 1.0, "roundtrip_exact": 1.0, "chat_template_equal": True}}
+
+
+def make_source(src: Path, tiny: Path) -> None:
+    src.mkdir(parents=True)
+    for p in tiny.iterdir():
+        if p.is_file():
+            shutil.copyfile(p, src / p.name)
+    (src / "LICENSE").write_text(MIT)
+    (src / "NOTICE.md").write_text("Phi-3 notices.\n")
+    write_json(src / "source.json", {"source": "hub", "repo_id": SOURCE_REPO, "revision": SOURCE_COMMIT,
+                                     "commit": SOURCE_COMMIT, "pinned": True, "name": MODEL,
+                                     "lfs_sha256_verified": ["model.safetensors"],
+                                     "files": file_table(src)})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_phi3) -> Path:
+    """A workspace with source, two real artifacts, metrics and their bundles (built once per module)."""
+    from pipeline.config import parse_params
+    from pipeline.export import openvino, ortgenai
+    from pipeline.package import build_bundle
+
+    ws = tmp_path_factory.mktemp("publish") / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text(yaml.safe_dump(release_params(), sort_keys=False))
+    params = parse_params(release_params())
+    make_source(ws / "artifacts/source", tiny_phi3)
+    openvino.export(params, "int4", ws / "artifacts/source", ws / "artifacts/openvino/int4")
+    ortgenai.export(params, "cpu-int4", ws / "artifacts/source", ws / "artifacts/ortgenai/cpu-int4")
+    write_json(ws / "metrics/smoke/openvino-int4.json", smoke_record("openvino"))
+    write_json(ws / "metrics/smoke/ortgenai-cpu-int4.json", smoke_record("ortgenai"))
+    write_json(ws / "metrics/validate/openvino-int4.json", validate_record("openvino", "int4"))
+    for backend, variant in (("openvino", "int4"), ("ortgenai", "cpu-int4")):
+        build_bundle(params, backend, variant, ws)
+    return ws
+
+
+@pytest.fixture
+def ws(built, tmp_path) -> Path:
+    """A private copy of the built workspace (tests may change or tamper with it)."""
+    dest = tmp_path / "ws"
+    shutil.copytree(built, dest, symlinks=True)
+    return dest
+
+
+def aipc(ws: Path, env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(env)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "stages", *args], cwd=ws, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def release(ws: Path, env: dict, **extra: str) -> subprocess.CompletedProcess:
+    env = dict(env)
+    env.update(AIPC_SKIP_SETUP="1", AIPC_SKIP_REPRO="1", PYTHONPATH=str(ROOT),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **extra)
+    return subprocess.run(["bash", str(ROOT / "scripts" / "release.sh"), str(ws)], env=env, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def bundle(ws: Path, name: str) -> Path:
+    return ws / "artifacts" / "bundles" / name
+
+
+def assert_repo_equals_bundle(server, repo: str, folder: Path, revision: str = "main") -> None:
+    remote = {p: e for p, e in server.list_files(repo, revision).items() if p != ".gitattributes"}
+    local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(remote) == local
+    for path in local:
+        assert server.read_file(repo, path, revision) == (folder / path).read_bytes(), path
+
+
+def commit_title(server, repo: str, revision: str = "main") -> str:
+    r = server._repos[("model", repo)]
+    return r.commits[server.head(repo, revision)].title
+
+
+def clean(server) -> None:
+    assert server.errors == [] and server.unhandled == [], (server.errors, server.unhandled)
+
+
+# --------------------------------------------------------------------------- bundle contents
+
+
+def test_manifest_is_deterministic_and_complete(built, tmp_path):
+    from pipeline.config import parse_params
+    from pipeline.package import build_bundle
+
+    params = parse_params(release_params())
+    again = build_bundle(params, "openvino", "int4", built, out_dir=tmp_path / "again")
+    first = bundle(built, "openvino-int4")
+    assert (again / "manifest.json").read_bytes() == (first / "manifest.json").read_bytes()
+    assert (again / "README.md").read_bytes() == (first / "README.md").read_bytes()
+    m = read_json(first / "manifest.json")
+    assert m["schema"] == "aipc-bundle/1" and m["repo_id"] == OV_REPO
+    assert m["source"]["repo_id"] == SOURCE_REPO and m["source"]["commit"] == SOURCE_COMMIT
+    assert m["source"]["license"] == "mit" and m["source"]["license_from"] == "source LICENSE file"
+    assert m["quantization"]["params"]["group_size"] == 64
+    assert m["quantization"]["effective"]["int4_group_sizes"] == {"64": 8}
+    assert {"python", "openvino", "optimum-intel", "nncf", "transformers", "torch"} <= set(m["toolchain"])
+    assert m["min_runtime"]["openvino"] == m["toolchain"]["openvino"]
+    assert m["validation"]["smoke"]["passed"] and m["validation"]["validate"]["passed"]
+    assert m["pickle_files"] == []
+    # every file but manifest.json, with its sha256 and size; the artifact files, license files and the card
+    files = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(m["files"]) == files
+    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "aipc_export.json",
+            "LICENSE", "NOTICE.md", "README.md"} <= files
+    for name, meta in m["files"].items():
+        assert meta == {"sha256": sha256_file(first / name), "size": (first / name).stat().st_size}
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", json.dumps(m)), "no timestamps"
+    ort = read_json(bundle(built, "ortgenai-cpu-int4") / "manifest.json")
+    from pipeline.export.ortgenai import MIN_RUNTIME
+
+    assert ort["min_runtime"] == MIN_RUNTIME and "validate" not in ort["validation"]
+    assert ort["library_name"] == "onnxruntime-genai"
+
+
+def test_card_front_matter_and_sections(built):
+    text = (bundle(built, "openvino-int4") / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n", 2)[1])
+    assert meta["license"] == "mit" and meta["base_model"] == SOURCE_REPO
+    assert meta["base_model_relation"] == "quantized" and meta["pipeline_tag"] == "text-generation"
+    assert meta["library_name"] == "openvino" and {"openvino", "int4", "phi3"} <= set(meta["tags"])
+    for needle in (f'ov_genai.LLMPipeline(hf.snapshot_download("{OV_REPO}"), "CPU")',
+                   f'OVModelForCausalLM.from_pretrained("{OV_REPO}")', "| group_size | 64 |",
+                   "min_top1_agreement", "| smoke generation", "## Known limits", "## Minimum runtime versions",
+                   f"{SOURCE_REPO}@{SOURCE_COMMIT}", "`NOTICE.md`"):
+        assert needle in text, needle
+    ort = (bundle(built, "ortgenai-cpu-int4") / "README.md").read_text()
+    meta = yaml.safe_load(ort.split("---\n", 2)[1])
+    assert meta["library_name"] == "onnxruntime-genai" and "onnx" in meta["tags"]
+    from pipeline.export.ortgenai import MIN_RUNTIME
+
+    assert f'og.Model(hf.snapshot_download("{ORT_REPO}"))' in ort
+    assert f'"onnxruntime-genai>={MIN_RUNTIME["onnxruntime-genai"]}"' in ort
+    assert "no accuracy gates were recorded" in ort
+
+
+def test_license_detection_and_embedded_provenance(tmp_path):
+    from pipeline.config import parse_params
+    from pipeline.package.manifest import _license_from_text, detect_license
+
+    params = parse_params(release_params())
+    assert _license_from_text("  Apache License\n  Version 2.0, January 2004\n") == "apache-2.0"
+    assert _license_from_text(MIT) == "mit" and _license_from_text("All rights reserved.") is None
+    assert detect_license(params, {"provenance": {"license": "apache-2.0"}}, tmp_path) == \
+        ("apache-2.0", "source.json provenance")
+    assert detect_license(params, {}, tmp_path) == (None, "unknown")
+    data = release_params()
+    data["bundle"] = {"license": "llama3", "base_model": None}
+    assert detect_license(parse_params(data), {"provenance": {"license": "mit"}}, tmp_path)[0] == "llama3"
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("{org}/{name}-{variant}", "unknown placeholder {name}"),
+    ("{org}/{model}-{variant}", "add {backend}"),
+    ("{org}/{model}-{backend}", "must contain {variant}"),
+    ("{org}{model}-{backend}-{variant}", "not a Hub repo id"),
+])
+def test_repo_template_is_validated(template, needle):
+    from pipeline.config import parse_params
+
+    data = release_params()
+    data["openvino"]["variants"]["cpu-int4"] = {"weight_format": "fp16"}  # same variant name as ORT's
+    data["publish"]["repo_template"] = template
+    with pytest.raises(ConfigError) as err:
+        parse_params(data)
+    assert needle in str(err.value) and "publish.repo_template" in str(err.value)
+
+
+# --------------------------------------------------------------------------- publish / verify
+
+
+def test_release_script_publishes_every_bundle_then_republish_uploads_nothing(hub_server, ws):
+    env = hf_env(hub_server)
+    r = release(ws, env, AIPC_RELEASE_TAG="v1")
+    assert r.returncode == 0, r.stderr + r.stdout
+    for repo, name in ((OV_REPO, "openvino-int4"), (ORT_REPO, "ortgenai-cpu-int4")):
+        assert_repo_equals_bundle(hub_server, repo, bundle(ws, name))
+        assert hub_server.commit_count(repo) == 2  # the repo's initial commit + ONE bundle commit
+        assert SOURCE_COMMIT in commit_title(hub_server, repo)
+        assert hub_server.head(repo, "v1") == hub_server.head(repo)
+        assert f"{hub_server.url}/{repo}" in r.stdout
+    assert hub_server.token not in r.stdout + r.stderr
+    assert all(n == 1 for n in hub_server.lfs_stores.values())
+    clean(hub_server)
+
+    heads = {repo: hub_server.head(repo) for repo in (OV_REPO, ORT_REPO)}
+    hub_server.reset_counters()
+    r = release(ws, env, AIPC_RELEASE_TAG="v1")
+    assert r.returncode == 0, r.stderr
+    assert hub_server.bytes_uploaded == 0 and hub_server.lfs_stores == {}
+    assert hub_server.count("PUT", "/_lfs/") == 0 and hub_server.count("POST", "/commit/") == 0
+    assert {repo: hub_server.head(repo) for repo in heads} == heads
+    assert r.stdout.count("nothing uploaded") == 2 and "tag v1 already on" in r.stdout
+
+
+def test_one_changed_file_uploads_only_that_file_and_the_manifest(hub_server, ws):
+    from pipeline.config import parse_params
+    from pipeline.package import build_bundle
+
+    env = hf_env(hub_server)
+    assert aipc(ws, env, "publish", str(bundle(ws, "openvino-int4")), "--tag", "v1").returncode == 0
+    # change one artifact file, rebuild the bundle (its manifest and card list the new sha256)
+    gen = ws / "artifacts/openvino/int4/generation_config.json"
+    data = read_json(gen)
+    data["max_length"] = 1234
+    gen.unlink()  # the bundle holds a hard link; never write through it
+    write_json(gen, data)
+    build_bundle(parse_params(release_params()), "openvino", "int4", ws)
+    folder = bundle(ws, "openvino-int4")
+    hub_server.reset_counters()
+    r = aipc(ws, env, "publish", str(folder), "--dry-run")
+    assert r.returncode == 0 and "change    generation_config.json" in r.stdout, r.stdout
+    refused = aipc(ws, env, "publish", str(folder), "--tag", "v1")
+    assert refused.returncode == 8 and "tag v1 already names commit" in refused.stderr, refused.stderr
+    r = aipc(ws, env, "publish", str(folder), "--tag", "v2")
+    assert r.returncode == 0, r.stderr
+    changed = {"generation_config.json", "manifest.json", "README.md"}
+    assert hub_server.count("PUT", "/_lfs/") == 0 and hub_server.count("POST", "/commit/") == 1
+    assert hub_server.bytes_uploaded == sum((folder / p).stat().st_size for p in changed)
+    before, after = hub_server.list_files(OV_REPO, "v1"), hub_server.list_files(OV_REPO, "v2")
+    assert {p for p in after if before.get(p) != after[p]} == changed
+    assert_repo_equals_bundle(hub_server, OV_REPO, folder)
+    clean(hub_server)
+
+
+def test_download_and_verify_round_trip_and_a_corrupted_repo(hub_server, ws, tmp_path):
+    env = hf_env(hub_server)
+    assert aipc(ws, env, "publish", "--all", "--tag", "v1").returncode == 0
+    for repo, name in ((OV_REPO, "openvino-int4"), (ORT_REPO, "ortgenai-cpu-int4")):
+        r = aipc(tmp_path, hf_env(hub_server, token=None), "verify", repo, "--revision", "v1")
+        assert r.returncode == 0, r.stderr
+        assert "every sha256 matches" in r.stdout
+        assert_repo_equals_bundle(hub_server, repo, bundle(ws, name), "v1")
+    hub_server.seed_repo(OV_REPO, {"openvino_model.xml": b"<net/>"}, message="tampered")
+    r = aipc(tmp_path, env, "verify", OV_REPO)
+    assert r.returncode == 8 and "openvino_model.xml" in r.stderr and "does not match" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = aipc(tmp_path, env, "verify", "testuser/nope")
+    assert r.returncode == 8 and "no such repo" in r.stderr
+    clean(hub_server)
+
+
+def test_bad_token_is_one_clear_error_without_the_token(hub_server, ws):
+    r = aipc(ws, hf_env(hub_server, token="hf_wrong_secret"), "publish", "--all")
+    assert r.returncode == 8, r.stderr
+    assert "refused the token" in r.stderr and "fix:" in r.stderr and "Traceback" not in r.stderr
+    assert "hf_wrong_secret" not in r.stdout + r.stderr
+    assert not hub_server.repo_exists(OV_REPO)
+    r = aipc(ws, hf_env(hub_server, token=None), "publish", "--all")
+    assert r.returncode == 8 and "no Hub token" in r.stderr and "HF_TOKEN" in r.stderr
+
+
+def test_a_500_is_retried(hub_server, ws):
+    hub_server.fail_next("POST", r"/api/models/.*/commit/", 500)
+    hub_server.fail_next("POST", r"/api/models/.*/preupload/", 503)
+    r = aipc(ws, hf_env(hub_server), "publish", str(bundle(ws, "ortgenai-cpu-int4")))
+    assert r.returncode == 0, r.stderr
+    assert hub_server.count("POST", "/commit/") == 2
+    assert hub_server.commit_count(ORT_REPO) == 2
+    assert_repo_equals_bundle(hub_server, ORT_REPO, bundle(ws, "ortgenai-cpu-int4"))
+    clean(hub_server)
+
+
+def test_a_file_the_bundle_no_longer_has_is_deleted(hub_server, ws):
+    env = hf_env(hub_server)
+    folder = bundle(ws, "ortgenai-cpu-int4")
+    assert aipc(ws, env, "publish", str(folder)).returncode == 0
+    hub_server.seed_repo(ORT_REPO, {"old/notes.txt": b"from an earlier bundle\n"})
+    r = aipc(ws, env, "publish", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert "delete    old/notes.txt" in r.stdout and "to upload: 0 file(s)" in r.stdout
+    assert_repo_equals_bundle(hub_server, ORT_REPO, folder)
+    clean(hub_server)
+
+
+@pytest.mark.slow
+def test_upload_killed_halfway_then_resumed(hub_server, ws):
+    """6 cut PUTs exhaust the client's retries (1+2+4+8+8 s): the publish fails; run again, it completes."""
+    env = hf_env(hub_server)
+    folder = bundle(ws, "ortgenai-cpu-int4")
+    hub_server.cut_next_upload(times=6)
+    r = aipc(ws, env, "publish", str(folder))
+    assert r.returncode == 8, r.stderr
+    assert "model.onnx.data" in r.stderr and "run the same command again" in r.stderr and "Traceback" not in r.stderr
+    assert hub_server.commit_count(ORT_REPO) == 1  # nothing committed, only the repo's initial commit
+    r = aipc(ws, env, "publish", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert_repo_equals_bundle(hub_server, ORT_REPO, folder)
+    assert hub_server.lfs_stores and all(n == 1 for n in hub_server.lfs_stores.values())
+    assert hub_server.commit_count(ORT_REPO) == 2
+    clean(hub_server)
+
+
+def test_failed_gate_and_missing_smoke_are_refused(hub_server, ws):
+    from pipeline.config import parse_params
+    from pipeline.package import build_bundle
+
+    params = parse_params(release_params())
+    write_json(ws / "metrics/validate/openvino-int4.json", validate_record("openvino", "int4", top1=0.41))
+    build_bundle(params, "openvino", "int4", ws)
+    assert "**FAIL**" in (bundle(ws, "openvino-int4") / "README.md").read_text()
+    r = aipc(ws, hf_env(hub_server), "publish", "--all")
+    assert r.returncode == 8, r.stderr
+    assert "gate min_top1_agreement failed: accuracy.top1_agreement = 0.41, needs >= 0.7" in r.stderr
+    assert "fix:" in r.stderr and "Traceback" not in r.stderr
+    (ws / "metrics/smoke/ortgenai-cpu-int4.json").unlink()
+    build_bundle(params, "ortgenai", "cpu-int4", ws)
+    r = aipc(ws, hf_env(hub_server), "publish", str(bundle(ws, "ortgenai-cpu-int4")))
+    assert r.returncode == 8 and "no smoke validation" in r.stderr
+    assert not hub_server.repo_exists(OV_REPO) and not hub_server.repo_exists(ORT_REPO)
+    assert hub_server.count("POST", "") == 0
+
+
+@pytest.mark.parametrize("tamper", ["edit", "extra", "missing"])
+def test_tampered_bundle_is_refused(hub_server, ws, tamper):
+    folder = bundle(ws, "ortgenai-cpu-int4")
+    target = folder / "genai_config.json"
+    if tamper == "edit":
+        text = target.read_text()
+        target.unlink()
+        target.write_text(text.replace('"context_length"', '"context_length" ', 1))
+    elif tamper == "extra":
+        (folder / "notes.txt").write_text("hand-added\n")
+    else:
+        target.unlink()
+    r = aipc(ws, hf_env(hub_server), "publish", "--all")
+    assert r.returncode == 8, r.stderr
+    name = "notes.txt" if tamper == "extra" else "genai_config.json"
+    assert name in r.stderr and "does not match its manifest.json" in r.stderr and "aipc bundle ortgenai cpu-int4" \
+        in r.stderr
+    assert not hub_server.repo_exists(OV_REPO), "all bundles are checked before anything is published"
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(hub_server, ws):
+    r = aipc(ws, hf_env(hub_server), "publish", "--all", "--dry-run", "--tag", "v1")
+    assert r.returncode == 0, r.stderr
+    assert f"openvino-int4 -> {OV_REPO} (new repo, public)" in r.stdout
+    assert "add       openvino_model.bin" in r.stdout and "add       model.onnx.data" in r.stdout
+    assert "dry run: nothing was written" in r.stdout
+    assert [m for m, _ in hub_server.requests if m not in ("GET", "HEAD")] == []
+    assert not hub_server.repo_exists(OV_REPO) and hub_server.bytes_uploaded == 0
+    clean(hub_server)
+
+
+def test_release_workflow_lint():
+    wf = yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())
+    on = wf.get("on", wf.get(True))  # PyYAML reads the bare key `on` as a boolean
+    assert on["push"]["tags"] and all(t.startswith("v") for t in on["push"]["tags"])
+    assert set(on) == {"push"} and "branches" not in on["push"], "releases run on tags only"
+    assert wf["permissions"] == {"contents": "read"}
+    (job,) = wf["jobs"].values()
+    steps = job["steps"]
+    runs = [s for s in steps if "run" in s]
+    assert [s["run"].strip() for s in runs] == ["bash scripts/release.sh"], "CI runs exactly the tested script"
+    release_step = runs[0]
+    assert release_step["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
+    for s in steps:  # the secret reaches the script as env only: never on a command line, never echoed
+        assert "secrets." not in s.get("run", "") and "HF_TOKEN" not in s.get("run", "")
+        assert "secrets." not in json.dumps(s.get("with", {}))
+    assert any(s.get("uses", "").startswith("actions/checkout@") for s in steps)
+    script = (ROOT / "scripts/release.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts/release.sh")]).returncode == 0
+    assert "scripts/setup.sh" in script and "dvc repro" in script and "publish --all" in script
+    assert "set -x" not in script.replace("set +x", "")
+    assert not [line for line in script.splitlines()
+                if "HF_TOKEN" in line and not line.lstrip().startswith("#")], "the script never touches the token"
+    assert (ROOT / "docs/dvc-remote.example").is_file()
+
+
+@pytest.mark.slow
+def test_every_embedded_bundle_publishes_and_downloads_back_bit_identical(repro_workspace, tmp_path):
+    """The issue's "done when": every bundle of the embedded model (the real dvc.yaml, `dvc repro`) goes to the
+    local Hub through scripts/release.sh, downloads back identical, and a second release uploads 0 bytes."""
+    from pipeline.config import load_params
+
+    try:
+        from .hubserver import HubServer
+    except ImportError:
+        from hubserver import HubServer
+
+    ws, repro, _ = repro_workspace
+    assert repro.returncode == 0, repro.stderr[-3000:]
+    params = load_params(ws / "params.yaml")
+    with HubServer(root=tmp_path / "hub", users=("testuser", params.publish.org)) as server:
+        env = hf_env(server)
+        r = release(ws, env, AIPC_RELEASE_TAG="v0.1.0")
+        assert r.returncode == 0, r.stderr[-3000:]
+        for backend, variant in params.artifact_ids():
+            repo = params.publish.repo_id(params.model.name, backend, variant)
+            folder = bundle(ws, f"{backend}-{variant}")
+            assert_repo_equals_bundle(server, repo, folder, "v0.1.0")
+            meta = yaml.safe_load((folder / "README.md").read_text().split("---\n", 2)[1])
+            assert meta["license"] == "apache-2.0" and meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+            v = aipc(tmp_path, hf_env(server, token=None), "verify", repo, "--revision", "v0.1.0")
+            assert v.returncode == 0, v.stderr
+        server.reset_counters()
+        r = release(ws, env, AIPC_RELEASE_TAG="v0.1.0")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert server.bytes_uploaded == 0 and server.count("POST", "/commit/") == 0
+        clean(server)
+
+
+def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
+    """An NPU-library artifact (the export record's shape; model.pt a real torch.save file): manifest and card
+    say it is a pickle, name the checking loader, and pin the exact versions it loads with."""
+    import torch
+
+    from pipeline.config import parse_params
+    from pipeline.package import build_bundle
+
+    art = tmp_path / "artifacts/npu/int4"
+    art.mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, art / "model.pt")
+    shutil.copyfile(built / "artifacts/source/config.json", art / "config.json")
+    runtime = {"intel-npu-acceleration-library": "1.4.0", "torch": "2.6.0+cpu", "transformers": "4.57.6"}
+    write_json(art / "aipc_export.json", {
+        "backend": "npu", "variant": "int4", "params": {"dtype": "int4"}, "format": "torch-pickle", "pickle": True,
+        "runtime": runtime, "runtime_must_match": list(runtime), "loader": "pipeline.export.npu.load_npu_artifact",
+        "compile": {"quantization": "weight-only RTN", "linear_types": {"QuantizedLinear": 9}},
+        "device": "CPU", "device_fallback": "CPU", "files": file_table(art), "toolchain": {"python": "3.11.7"}})
+    write_json(tmp_path / "metrics/smoke/npu-int4.json", smoke_record("npu"))
+    shutil.copytree(built / "artifacts/source", tmp_path / "artifacts/source")
+    data = release_params()
+    data["npu"]["variants"] = {"int4": {"dtype": "int4"}}
+    out = build_bundle(parse_params(data), "npu", "int4", tmp_path)
+    m = read_json(out / "manifest.json")
+    assert m["pickle_files"] == ["model.pt"] and m["runtime_exact"] is True
+    assert m["min_runtime"] == runtime and m["runtime_env"] == runtime
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["library_name"] == "intel-npu-acceleration-library" and "npu" in meta["tags"]
+    assert "model.pt is a Python (torch) pickle: loading it runs code" in card
+    assert "load_npu_artifact(hf.snapshot_download(" in card and "- transformers == 4.57.6" in card
+    assert "CPU fallback" in card
