@@ -17,7 +17,7 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 
 ARTIFACTS = {"openvino": ("int4", "fp16", "npu-int4"), "ortgenai": ("dml-int4", "dml-fp16", "cpu-int4"),
-             "npu": ("int4",)}
+             "npu": ("int8",)}
 
 
 def dvc(ws, env, *args, timeout=1800):
@@ -114,3 +114,12 @@ def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspa
     after = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
     assert after["nncf"]["ratio"] == "0.9"
     assert after["weight_share_by_type"]["i4"] > before["weight_share_by_type"]["i4"]
+
+
+def test_npu_ready_ir_is_symmetric_channelwise_and_blob_step_says_why_skipped(repro_workspace):
+    ws, _, _ = repro_workspace
+    rec = json.loads((ws / "artifacts/openvino/npu-int4/aipc_export.json").read_text())
+    eff = rec["effective"]
+    assert eff["nncf"]["mode"] == "int4_sym" and eff["nncf"]["ratio"] == "1.0"
+    assert set(eff["int4_group_sizes"]) == {"channel"}
+    assert rec["npu_blob"]["status"] == "skipped" and "no NPU device" in rec["npu_blob"]["note"]

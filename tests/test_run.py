@@ -11,7 +11,7 @@ import pytest
 from pipeline.errors import ConfigError, EnvironmentProblem
 
 AIPC = str(Path(sys.executable).parent / "aipc")
-BUNDLES = ["openvino-int4", "openvino-fp16", "ortgenai-dml-int4", "ortgenai-cpu-int4", "npu-int4"]
+BUNDLES = ["openvino-int4", "openvino-fp16", "ortgenai-dml-int4", "ortgenai-cpu-int4", "npu-int8"]
 
 
 def test_unknown_device_and_bad_target_are_clear(tmp_path):

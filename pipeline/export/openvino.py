@@ -109,10 +109,30 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "variant": key,
             "params": variant.model_dump(mode="json"),
             "effective": effective_settings(tmp / "openvino_model.xml"),
+            **({"npu_blob": precompile_npu_blob(tmp)} if variant.target_device == "npu" else {}),
             "toolchain": versions(),
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
+
+
+def precompile_npu_blob(folder: Path) -> dict[str, Any]:
+    """With an NPU present, let openvino-genai compile the model for it, caching the compiled blob
+    inside the artifact (``npu_cache/``) so NPU machines skip the compile; without one, skip with a note."""
+    import openvino as ov
+
+    devices = ov.Core().available_devices
+    if not any(d.startswith("NPU") for d in devices):
+        note = f"skipped: no NPU device on the build machine (OpenVINO devices: {', '.join(devices)})"
+        log.info("NPU blob precompile %s", note)
+        return {"status": "skipped", "note": note}
+    import openvino_genai as ov_genai
+
+    cache = folder / "npu_cache"
+    cache.mkdir()
+    ov_genai.LLMPipeline(str(folder), "NPU", CACHE_DIR=str(cache))
+    blobs = sorted(p.name for p in cache.iterdir())
+    return {"status": "compiled", "cache_dir": "npu_cache", "files": blobs}
 
 
 def _describe(v: OpenVINOVariant) -> str:
