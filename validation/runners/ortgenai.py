@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.fsutil import read_json
 
-from .base import Generation, Runner
+from .base import Generation, Runner, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +56,7 @@ class OrtGenAIRunner(Runner):
         return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
 
     def generate(self, messages, max_new_tokens):
-        og = self.og
-        prompt = self.chat_prompt(messages)
-        ids = list(self.tokenizer.encode(prompt))
-        params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(ids) + max_new_tokens, batch_size=1)
-        gen = og.Generator(self.model, params)
-        t0 = time.perf_counter()
-        gen.append_tokens(ids)
-        out: list[int] = []
-        first = None
-        stopped = "max_new_tokens"
-        while not gen.is_done():
-            gen.generate_next_token()
-            tok = int(gen.get_next_tokens()[0])
-            if first is None:
-                first = time.perf_counter() - t0
-            if tok in self.eos:
-                stopped = "eos"
-                break
-            out.append(tok)
-            if len(out) >= max_new_tokens:
-                break
-        total = time.perf_counter() - t0
-        text = self.tokenizer.decode(out) if out else ""
-        del gen
-        return Generation(prompt=prompt, text=text, token_ids=out, stopped_by=stopped,
-                          first_token_s=first if first is not None else total, total_s=total, notes=list(self.notes))
+        return self.stream(messages, Sampling(max_new_tokens=max_new_tokens, temperature=0.0), lambda _piece: None)
 
     def stream(self, messages, sampling, on_text):
         og = self.og
