@@ -8,4 +8,4 @@ export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 D
 aipc workspace init demo --profile configs/embedded.yaml
 cd demo
 if [ -x /usr/bin/time ]; then /usr/bin/time -v dvc repro "$@"; else dvc repro "$@"; fi
-dvc metrics show
+aipc report
