@@ -16,6 +16,17 @@ def artifact_dir(backend: str, variant: str) -> Path:
     return ARTIFACTS / backend / variant
 
 
+def existing_artifact(backend: str, variant: str) -> Path:
+    """The artifact folder, or a SourceError that says how to build it."""
+    from .errors import SourceError
+
+    folder = artifact_dir(backend, variant)
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: no such artifact",
+                          fix=f"run `dvc repro` (or `aipc export {backend} {variant}`) first")
+    return folder
+
+
 def smoke_metrics(backend: str, variant: str) -> Path:
     return METRICS / "smoke" / f"{backend}-{variant}.json"
 

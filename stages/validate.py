@@ -23,12 +23,9 @@ def reference(obj) -> None:
 def validate(obj, backend: str, variant: str) -> None:
     """Accuracy, tokenizer parity and gates for artifacts/BACKEND/VARIANT -> metrics/validate/."""
     from pipeline import paths
-    from pipeline.errors import SourceError
     from validation.validate import validate_artifact
 
-    folder = paths.artifact_dir(backend, variant)
-    if not folder.is_dir():
-        raise SourceError(f"{folder}: no such artifact", fix=f"run `dvc repro` (or `aipc export {backend} {variant}`)")
+    folder = paths.existing_artifact(backend, variant)
     rec = validate_artifact(obj.params, backend, variant, folder, paths.source_dir(), paths.reference_dir(),
                             paths.smoke_metrics(backend, variant), paths.validate_metrics(backend, variant))
     acc = rec["accuracy"]
