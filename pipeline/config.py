@@ -66,6 +66,11 @@ class EmbeddedSource(_Strict):
 
 ModelSource = Annotated[Union[HubSource, LocalSource, EmbeddedSource], Field(discriminator="source")]
 
+def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
+    """The input widths of the compressed layers (what group / block sizes must divide)."""
+    return {k: int(model_config[k]) for k in ("hidden_size", "intermediate_size") if k in model_config}
+
+
 # Facts of the embedded model, so its cross-field checks run without loading anything.
 EMBEDDED_SHAPES = {"hidden_size": 576, "intermediate_size": 1536}
 
@@ -458,7 +463,7 @@ class Params(_Strict):
 
     def check_model(self, model_config: dict[str, Any]) -> None:
         """Cross-checks that need the model's config.json (width-dependent options)."""
-        shapes = {k: int(model_config[k]) for k in ("hidden_size", "intermediate_size") if k in model_config}
+        shapes = layer_widths(model_config)
         for key, variant in self.openvino.variants.items():
             variant.check_model(key, shapes)
         for key, ovariant in self.ortgenai.variants.items():

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import OpenVINOVariant, Params
+from ..config import OpenVINOVariant, Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import atomic_dir, write_json
 from ..sources.checkpoint import read_model_config
@@ -53,7 +53,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
     """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``."""
     variant = params.openvino.variants[key]
     model_config = read_model_config(source_dir)
-    variant.check_model(key, {k: model_config[k] for k in ("hidden_size", "intermediate_size") if k in model_config})
+    variant.check_model(key, layer_widths(model_config))
     disable_telemetry()
 
     import warnings

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..config import Params
+from ..config import Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import atomic_dir, read_json, write_json
 from ..sources.checkpoint import read_model_config
@@ -50,7 +50,7 @@ MIN_RUNTIME = {"onnxruntime-genai": "0.9.1", "onnxruntime-genai-directml": "0.9.
 def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
     variant = params.ortgenai.variants[key]
     model_config = read_model_config(source_dir)
-    variant.check_model(key, {k: model_config[k] for k in ("hidden_size", "intermediate_size") if k in model_config})
+    variant.check_model(key, layer_widths(model_config))
 
     from onnxruntime_genai.models.builder import create_model, parse_extra_options
 

@@ -19,11 +19,8 @@ class TransformersRunner(Runner):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(self.folder)  # never trust_remote_code
+        self.tok = self._hf_tok = AutoTokenizer.from_pretrained(self.folder)  # never trust_remote_code
         self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, dtype)).eval()
-
-    def _hf_tokenizer(self):
-        return self.tok
 
     def chat_prompt(self, messages):
         return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
