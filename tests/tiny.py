@@ -9,6 +9,7 @@ not re-saved through transformers.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -51,8 +52,10 @@ def make_tiny_phi3(dest: Path, tokenizer_from: Path, name: str = "Phi-3-mini-4k-
     cfg = tiny_config(name, **shape)
     dest.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    hf_cfg = Phi3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype",
-                                                                       "transformers_version")})
+    # a deep copy: transformers 5 rewrites the rope_scaling dict it is given in place (adds rope_theta,
+    # rope_type, ...), which transformers 4.x (the NPU environment) then refuses
+    hf_cfg = Phi3Config(**copy.deepcopy({k: v for k, v in cfg.items()
+                                         if k not in ("architectures", "model_type", "torch_dtype", "transformers_version")}))
     model = Phi3ForCausalLM(hf_cfg).to(torch.float32).eval()
     with torch.no_grad():  # a larger spread than the default init, so logits are not flat
         for p in model.parameters():
