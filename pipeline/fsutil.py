@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -83,8 +84,20 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
+        written = dir_size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full_cause(err)
+        if full is not None:
+            from .errors import EnvironmentProblem
+
+            free = shutil.disk_usage(final.parent).free
+            raise EnvironmentProblem(
+                f"{final}: the disk filled up while writing it ({full}; {written / (1 << 20):.1f} MiB were written, "
+                f"{free / (1 << 30):.2f} GiB free now on the file system of {final.parent.resolve()}); the partial "
+                "output was removed",
+                fix="free disk space there (or raise the file-size limit: `ulimit -f`), then run the stage again",
+            ) from None
         raise
     old = None
     if final.exists():
@@ -97,3 +110,27 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 def dir_size(root: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DISK_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def disk_full_cause(err: BaseException) -> str | None:
+    """The disk-full error (ENOSPC, EFBIG from a file-size limit, EDQUOT) in ``err``'s chain, if any.
+
+    Exporters wrap errors of the libraries they call, and C++ writers (OpenVINO, ONNX) report them
+    only as text, so the chain and the messages are both searched.
+    """
+    seen = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _DISK_FULL_ERRNOS:
+            return f"{os.strerror(cur.errno)} [errno {errno.errorcode[cur.errno]}]"
+        text = str(cur)
+        for needle in _DISK_FULL_TEXT:
+            if needle in text:
+                return needle
+        cur = cur.__cause__ or cur.__context__
+    return None

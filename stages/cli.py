@@ -29,7 +29,13 @@ class AipcGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            cost_out = ctx.params.get("cost_metrics")
+            if cost_out is None:
+                return super().invoke(ctx)
+            from pipeline.cost import measure
+
+            with measure(Path(cost_out).stem, Path(cost_out)):
+                return super().invoke(ctx)
         except PipelineError as err:
             click.echo(f"aipc: error: {err.message}", err=True)
             if err.fix:
@@ -62,10 +68,17 @@ class Ctx:
               show_default=True, help="The params file (schema: pipeline/config.py).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--cost-metrics", type=click.Path(path_type=Path), default=None,
+              help="Write the command's wall time, CPU time and peak RSS (incl. children) to this JSON on success.")
+@click.option("--skip-memory-check", is_flag=True,
+              help="Run even when the RAM preflight predicts the stage won't fit (same as AIPC_SKIP_MEMORY_CHECK=1).")
 @click.pass_context
-def main(ctx: click.Context, params_path: Path, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context, params_path: Path, verbose: int, quiet: bool, cost_metrics: Path | None,
+         skip_memory_check: bool) -> None:
     """Turn Phi-3 checkpoints into validated, publishable model bundles for Intel AI PCs."""
     _setup_logging(-1 if quiet else verbose)
+    if skip_memory_check:
+        os.environ["AIPC_SKIP_MEMORY_CHECK"] = "1"
     ctx.obj = Ctx(params_path)
 
 

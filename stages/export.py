@@ -11,19 +11,11 @@ def command() -> None:
 
 
 def _export(params, backend: str, key: str):
-    """Check ``key`` names a variant of ``<backend>.variants``, then run pipeline.export.<backend>."""
-    import importlib
-
     from pipeline import paths
-    from pipeline.errors import ConfigError
+    from pipeline.export import run
 
-    variants = getattr(params, backend).variants
-    if key not in variants:
-        raise ConfigError(f"params.yaml: {backend}.variants has no {key!r}",
-                          fix=f"use one of: {', '.join(variants)}")
     out = paths.artifact_dir(backend, key)
-    record = importlib.import_module(f"pipeline.export.{backend}").export(params, key, paths.source_dir(), out)
-    return out, record
+    return out, run(params, backend, key, paths.source_dir(), out)
 
 
 @command.command("openvino")

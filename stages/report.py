@@ -19,6 +19,12 @@ def command(plots: bool) -> None:
     if not rows:
         raise SourceError(f"{paths.METRICS / 'validate'}: no validation metrics", fix="run `dvc repro` first")
     click.echo(table(rows))
+    from pipeline.cost import collect as collect_costs
+    from validation.report import cost_table
+
+    costs = collect_costs(paths.METRICS)
+    if costs:
+        click.echo("\nper-stage cost (metrics/cost/)\n" + cost_table(costs))
     if plots:
         png = write_plots(rows, Path(paths.METRICS) / "plots")
         click.echo(f"plots: {png}")

@@ -61,3 +61,52 @@ def test_smoke_of_missing_artifact(tmp_path):
     assert r.returncode != 0
     assert "no such artifact" in r.stderr and "dvc repro" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cost_metrics_written_on_success_only(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = tmp_path / "metrics" / "cost" / "check.json"
+    r = run(["--cost-metrics", str(out), "check"], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    import json
+
+    m = json.loads(out.read_text())
+    assert m["stage"] == "check" and 0 < m["wall_s"] < 30 and m["peak_rss_mib"] > 10
+    assert m["machine"]["cpus"] >= 1
+    out.unlink()
+    (tmp_path / "params.yaml").write_text("model: {}\n")
+    r = run(["--cost-metrics", str(out), "check"], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and not out.exists(), "a failed stage writes no cost metric"
+
+
+def test_cost_metrics_count_child_processes(tmp_path):
+    """A child's peak (e.g. the NPU-library worker) is the stage's peak when it is the larger."""
+    import json
+
+    from pipeline.cost import measure
+
+    out = tmp_path / "c.json"
+    with measure("x", out):
+        subprocess.run([sys.executable, "-c", "b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096])"], check=True)
+    m = json.loads(out.read_text())
+    assert m["peak_rss_children_mib"] >= 300 and m["peak_rss_mib"] >= 300, m
+
+
+def test_report_shows_cost_next_to_accuracy(tmp_path):
+    import json
+
+    (tmp_path / "metrics" / "validate").mkdir(parents=True)
+    (tmp_path / "metrics" / "cost").mkdir()
+    (tmp_path / "metrics" / "validate" / "openvino-int4.json").write_text(json.dumps(
+        {"passed": True, "accuracy": {"worst_ppl_ratio": 1.1, "top1_agreement": 0.8, "kl_mean": 0.1, "kl_p99": 1.0,
+                                      "texts": {}}, "tokenizer_parity": {"encode_agreement": 1.0}, "smoke": {}}))
+    for stage, wall, rss in (("export-openvino-int4", 12.5, 1500.0), ("validate-openvino-int4", 3.0, 900.0)):
+        (tmp_path / "metrics" / "cost" / f"{stage}.json").write_text(json.dumps(
+            {"stage": stage, "wall_s": wall, "cpu_s": wall, "peak_rss_mib": rss, "peak_rss_self_mib": rss,
+             "peak_rss_children_mib": 0.0, "machine": {}}))
+    r = run(["report", "--no-plots"], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert "openvino-int4" in r.stdout and "per-stage cost" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("export-openvino-int4"))
+    assert "12.5" in line and "1500" in line
+    assert "15.5" in next(ln for ln in r.stdout.splitlines() if ln.startswith("total"))

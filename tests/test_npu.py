@@ -20,6 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+try:
+    from .faults import assert_refused
+except ImportError:
+    from faults import assert_refused
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "envs" / "npu" / "setup.sh"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -152,9 +157,8 @@ def test_missing_env_through_the_cli(tmp_path):
     (tmp_path / "artifacts" / "source" / "config.json").write_text('{"model_type": "phi3"}')
     r = subprocess.run([sys.executable, "-m", "stages", "export", "npu", "int4"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 7, r.stderr
+    assert_refused(r, "env-npu-missing")
     assert "aipc: error: the NPU environment" in r.stderr and "aipc: fix: build it: bash envs/npu/setup.sh" in r.stderr
-    assert "Traceback" not in r.stderr
     assert not (tmp_path / "artifacts" / "npu").exists()
 
 

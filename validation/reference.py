@@ -52,7 +52,10 @@ def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str
     from .runners.transformers import TransformersRunner
     from .smoke import load_prompts
 
+    from pipeline import preflight
+
     v = params.validation
+    preflight.require("reference", preflight.estimate_export("reference", v.reference_dtype, source_dir))
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"protocol": v.model_dump(mode="json", exclude={"gates"}), "texts": {}, "generations": {}}
     with atomic_dir(out_dir) as tmp, TransformersRunner(source_dir, v.reference_dtype) as runner:

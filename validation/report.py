@@ -44,6 +44,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cost_table(costs: list[dict[str, Any]]) -> str:
+    """Per-stage wall time and peak RSS (metrics/cost/*.json, written by `aipc --cost-metrics`)."""
+    grid = [["stage", "wall s", "cpu s", "peak RSS MiB", "of which children"]]
+    for c in sorted(costs, key=lambda c: c["stage"]):
+        grid.append([c["stage"], f"{c['wall_s']:.1f}", f"{c['cpu_s']:.1f}", f"{c['peak_rss_mib']:.0f}",
+                     f"{c['peak_rss_children_mib']:.0f}"])
+    grid.append(["total", f"{sum(c['wall_s'] for c in costs):.1f}", f"{sum(c['cpu_s'] for c in costs):.1f}",
+                 f"{max(c['peak_rss_mib'] for c in costs):.0f} (max)", ""])
+    widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     """metrics/plots/accuracy.json (DVC plots) and metrics/plots/accuracy.png."""
     import matplotlib

@@ -55,6 +55,9 @@ def check_generation(gen: Generation, expect_any: list[str], max_repeat: float) 
 
 def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str, Any]:
     """Generate for every prompt, write the metrics JSON, raise ValidationFailed on any failure."""
+    from pipeline import preflight
+
+    preflight.require(f"smoke-{backend}@{folder.name}", preflight.estimate_artifact(folder))
     results = []
     with open_runner(backend, folder, params) as runner:
         for item in load_prompts():

@@ -1,1 +1,23 @@
 """Backend exporters: one module per backend, the same shape each (export + effective settings)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("openvino", "ortgenai", "npu")
+
+
+def run(params, backend: str, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Export variant ``key`` of ``<backend>.variants``: check the key, the memory preflight, then the backend."""
+    from .. import preflight
+    from ..errors import ConfigError
+
+    variants = getattr(params, backend).variants
+    if key not in variants:
+        raise ConfigError(f"params.yaml: {backend}.variants has no {key!r}", fix=f"use one of: {', '.join(variants)}")
+    kind = getattr(variants[key], "weight_format", "any")
+    estimate = preflight.estimate_export(backend, kind, Path(source_dir))
+    preflight.require(f"export-{backend}@{key}", estimate)
+    return importlib.import_module(f"{__name__}.{backend}").export(params, key, Path(source_dir), Path(out_dir))

@@ -1,0 +1,62 @@
+"""Per-stage cost: wall time, CPU time and peak RSS (this process and its children) as a DVC metric.
+
+``aipc --cost-metrics metrics/cost/<stage>.json <command>`` (what every stage in dvc.yaml runs)
+measures the command and writes the file only when it succeeds; ``aipc report`` shows the files
+next to the validation metrics. Peak RSS comes from ``getrusage``: ``ru_maxrss`` of this process and
+the largest of its waited-for children (the NPU-library worker, the ORT GenAI / OpenVINO helpers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .fsutil import write_json
+
+
+def _mib(kib: int) -> float:
+    return round(kib / 1024, 1)  # Linux reports ru_maxrss in KiB
+
+
+def machine() -> dict[str, Any]:
+    total = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "mem_total_gib": total}
+
+
+@contextlib.contextmanager
+def measure(stage: str, out: Path | None) -> Iterator[None]:
+    """Measure the body; write ``out`` (if given) when it returns normally."""
+    t0, c0 = time.perf_counter(), os.times()
+    yield
+    if out is None:
+        return
+    c1 = os.times()
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    write_json(out, {
+        "stage": stage,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "cpu_s": round((c1.user - c0.user) + (c1.system - c0.system)
+                       + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2),
+        "peak_rss_mib": _mib(max(self_rss, child_rss)),
+        "peak_rss_self_mib": _mib(self_rss),
+        "peak_rss_children_mib": _mib(child_rss),
+        "machine": machine(),
+    })
+
+
+def collect(metrics_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(f.read_text()) for f in sorted((Path(metrics_dir) / "cost").glob("*.json"))]
