@@ -81,7 +81,7 @@ CATALOGUE = [
     Fault("env-bad-token", "environment", "bad token", "aipc download", 4, "refused the token", "HF_TOKEN",
           "tests/test_download.py::test_hub_errors_are_clear[bad_token]"),
     Fault("env-gated", "environment", "gated repo without access", "aipc download", 4, "is gated",
-          "request access", "tests/test_download.py::test_hub_errors_are_clear[gated]"),
+          "accept the model's terms", "tests/test_download.py::test_hub_errors_are_clear[gated]"),
     Fault("env-disk-full", "environment", "disk full during export (a 2 MiB file-size limit)",
           "aipc export ortgenai cpu-int4", 7, "the disk filled up while writing it", "free disk space",
           "tests/test_faults.py::test_disk_full_during_export"),
