@@ -355,6 +355,22 @@ class SmokeSection(_Strict):
     )
 
 
+# --------------------------------------------------------------------------- benchmark (`aipc bench`, not a stage)
+
+
+class BenchOptions(_Strict):
+    """The `aipc bench` protocol (command-line options; a benchmark is not a pipeline stage)."""
+
+    prompt_lengths: list[Annotated[int, Field(ge=1, le=2048)]] = Field(default=[32, 256, 1024], min_length=1)
+    new_tokens: int = Field(default=32, ge=2, le=1024, description="greedy tokens generated per run")
+    repeats: int = Field(default=2, ge=1, le=20, description="runs per prompt length; the median is kept")
+
+    @field_validator("prompt_lengths")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        return sorted(set(v))
+
+
 # --------------------------------------------------------------------------- bundles and publishing
 
 REPO_TEMPLATE_FIELDS = ("org", "model", "backend", "variant")

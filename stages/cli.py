@@ -87,8 +87,9 @@ def _register() -> None:
 
     for mod in (check, download, export, report, smoke, workspace):
         main.add_command(mod.command)
-    from . import run
+    from . import bench, run
 
+    main.add_command(bench.command)
     main.add_command(run.generate)
     main.add_command(run.chat)
     main.add_command(validate.reference)

@@ -94,8 +94,8 @@ CATALOGUE = [
     Fault("proc-sigkill", "process", "a stage killed with SIGKILL halfway (`dvc repro`)", "dvc repro", -9,
           "(killed: no message)", "rerun `dvc repro`: the half-written temp dir is never an output and is swept",
           "tests/test_faults.py::test_sigkill_halfway_then_rerun_completes"),
-    Fault("proc-concurrent-repro", "process", "two `dvc repro` at once in one workspace", "dvc repro", 1,
-          "Unable to acquire lock", "another DVC process is running",
+    Fault("proc-concurrent-repro", "process", "two `dvc repro` at once in one workspace (DVC's own lock)",
+          "dvc repro", 255, "is busy, it is being blocked by", "If there are no processes with such PIDs",
           "tests/test_faults.py::test_two_repros_at_once"),
 ]
 BY_ID = {f.id: f for f in CATALOGUE}

@@ -301,10 +301,11 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, tiny_phi3):
 def test_two_repros_at_once(tmp_path, tiny_phi3):
     ws, e = _workspace(tmp_path, tiny_phi3)
     first = _dvc(ws, e, "repro", "export-ortgenai@cpu-int4")
-    time.sleep(0.5)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ws / "artifacts").exists():  # the first holds the lock and runs
-        time.sleep(0.1)
+    deadline = time.time() + 240
+    parent = ws / "artifacts" / "ortgenai"
+    while time.time() < deadline and not list(parent.glob(".cpu-int4.tmp-*")):  # the first runs the export
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
     second = subprocess.run([str(BIN / "dvc"), "repro", "export-ortgenai@cpu-int4"], cwd=ws, env=e,
                             capture_output=True, text=True, timeout=120)
     out, err = first.communicate(timeout=900)

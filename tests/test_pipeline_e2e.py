@@ -125,3 +125,27 @@ def test_npu_ready_ir_is_symmetric_channelwise_and_blob_step_says_why_skipped(re
     assert eff["nncf"]["mode"] == "int4_sym" and eff["nncf"]["ratio"] == "1.0"
     assert set(eff["int4_group_sizes"]) == {"channel"}
     assert rec["npu_blob"]["status"] == "skipped" and "no NPU device" in rec["npu_blob"]["note"]
+
+
+def test_bench_writes_ratios_metrics_and_chart(repro_workspace):
+    ws, _, env = repro_workspace
+    r = subprocess.run([str(Path(sys.executable).parent / "aipc"), "bench", "--artifact", "openvino-int4",
+                        "--artifact", "ortgenai-cpu-int4", "--prompt-lengths", "16,128", "--new-tokens", "8",
+                        "--repeats", "1"], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads((ws / "metrics" / "bench.json").read_text())
+    assert rec["baseline"] == "transformers-fp32" and rec["machine"]["cpus"] >= 1
+    assert set(rec["artifacts"]) == {"transformers-fp32", "openvino-int4", "ortgenai-cpu-int4"}
+    for name, a in rec["artifacts"].items():
+        assert [x["prompt_tokens"] for x in a["results"]] == [16, 128]
+        for x in a["results"]:
+            assert 0 < x["first_token_s"] < 60 and x["new_tokens"] >= 1
+        assert a["peak_rss_mib"] > 100
+        if name != "transformers-fp32":
+            assert {"peak_rss", "first_token@16", "first_token@128"} <= set(a["ratios"])
+    # a longer prompt costs more time to first token (prefill) on the baseline
+    base = rec["artifacts"]["transformers-fp32"]["results"]
+    assert base[1]["first_token_s"] > base[0]["first_token_s"]
+    assert (ws / "metrics" / "plots" / "bench.png").stat().st_size > 10_000
+    shown = dvc(ws, env, "metrics", "show", "--json")
+    assert "bench.json" in shown.stdout, shown.stdout + shown.stderr

@@ -29,9 +29,20 @@ class TransformersRunner(Runner):
         torch = self.torch
         prompt = self.chat_prompt(messages)
         ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
+        from transformers.generation.streamers import BaseStreamer
+
+        calls: list[float] = []
+
+        class _FirstToken(BaseStreamer):  # put() gets the prompt first, then each new token
+            def put(self, value):
+                calls.append(time.perf_counter())
+
+            def end(self):
+                pass
+
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, streamer=_FirstToken(),
                                       pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
         total = time.perf_counter() - t0
         new = out[0, ids["input_ids"].shape[1]:].tolist()
@@ -40,7 +51,7 @@ class TransformersRunner(Runner):
         if new and new[-1] in eos:
             new, stopped = new[:-1], "eos"
         return Generation(prompt=prompt, text=self.tok.decode(new, skip_special_tokens=True), token_ids=new,
-                          stopped_by=stopped, first_token_s=float("nan"), total_s=total)
+                          stopped_by=stopped, first_token_s=calls[1] - t0 if len(calls) > 1 else total, total_s=total)
 
     def logits(self, ids):
         torch = self.torch
