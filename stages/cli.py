@@ -79,6 +79,7 @@ def _register() -> None:
     main.add_command(run.generate)
     main.add_command(run.chat)
     main.add_command(validate.reference)
+    main.add_command(validate.calibration)
     main.add_command(validate.validate)
     from . import bundle, publish
 
