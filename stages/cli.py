@@ -86,6 +86,9 @@ def _register() -> None:
     main.add_command(bundle.command)
     main.add_command(publish.command)
     main.add_command(publish.verify)
+    from . import sweep
+
+    main.add_command(sweep.sweep)
 
 
 _register()
