@@ -117,6 +117,11 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
         build_calibration(points[0][2], source_dir, cal_dir)
     rows_path = out_dir / "sweep.json"
     rows: list[dict[str, Any]] = []
+    if only and rows_path.is_file():  # re-measure some points; keep the others' rows
+        from pipeline.fsutil import read_json
+
+        redo = {f"{b}/{n}" for b, n, _ in points}
+        rows = [r for r in read_json(rows_path) if f"{r['backend']}/{r['point']}" not in redo]
     for backend, name, params in points:
         folder = out_dir / "artifacts" / backend / name
         shutil.rmtree(folder, ignore_errors=True)
