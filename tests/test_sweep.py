@@ -47,15 +47,17 @@ def test_pareto_front():
 
 def test_finish_writes_table_plot_and_recovered_share(tmp_path):
     grid = Grid(baseline="openvino/rtn", fp_point="openvino/fp16")
-    def row(point, algo, size, t, ppl):
+    def row(point, algo, size, t, ppl, kl=0.2):
         return {"backend": "openvino", "point": point, "algorithm": algo, "size_mb": size, "export_s": t,
-                "worst_ppl_ratio": ppl, "top1_agreement": 0.9, "kl_mean": 0.1, "kl_p99": 1.0}
-    rows = [row("fp16", "none", 260, 30, 1.0), row("rtn", "rtn", 90, 40, 1.3),
-            row("awq", "awq", 90, 60, 1.15), row("slow-bad", "gptq", 95, 200, 1.35)]
+                "worst_ppl_ratio": ppl, "top1_agreement": 0.9, "kl_mean": kl, "kl_p99": 1.0}
+    rows = [row("fp16", "none", 260, 30, 1.0, kl=0.0), row("rtn", "rtn", 90, 40, 1.3),
+            row("awq", "awq", 90, 60, 1.15), row("slow-bad", "gptq", 95, 200, 1.35, kl=0.3)]
     finish(rows, grid, tmp_path)
     by = {r["point"]: r for r in rows}
     assert by["awq"]["recovered_vs_baseline"] == pytest.approx(0.5)
-    assert by["rtn"]["recovered_vs_baseline"] == 0
+    assert by["rtn"]["recovered_vs_baseline"] == 0 and by["awq"]["kl_recovered_vs_baseline"] == 0
+    assert by["slow-bad"]["kl_recovered_vs_baseline"] == pytest.approx(-0.5)
+    assert "+50% / +0%" in (tmp_path / "sweep.md").read_text()
     assert by["awq"]["pareto_size"] and not by["rtn"]["pareto_size"] and not by["slow-bad"]["pareto_size"]
     assert by["rtn"]["pareto_time"] and by["awq"]["pareto_time"] and not by["slow-bad"]["pareto_time"]
     assert "pareto_size" not in by["fp16"]

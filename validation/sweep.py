@@ -157,10 +157,13 @@ def finish(rows: list[dict[str, Any]], grid: Grid, out_dir: Path) -> None:
     by = {f"{r['backend']}/{r['point']}": r for r in rows}
     fp, rtn = by.get(grid.fp_point), by.get(grid.baseline)
     for r in rows:
-        r["recovered_vs_baseline"] = None
+        r["recovered_vs_baseline"] = r["kl_recovered_vs_baseline"] = None
         if fp and rtn and rtn["worst_ppl_ratio"] > fp["worst_ppl_ratio"]:
             loss = rtn["worst_ppl_ratio"] - fp["worst_ppl_ratio"]
             r["recovered_vs_baseline"] = round((rtn["worst_ppl_ratio"] - r["worst_ppl_ratio"]) / loss, 3)
+        if fp and rtn and rtn["kl_mean"] > fp["kl_mean"]:
+            loss = rtn["kl_mean"] - fp["kl_mean"]
+            r["kl_recovered_vs_baseline"] = round((rtn["kl_mean"] - r["kl_mean"]) / loss, 3)
     int4 = [r for r in rows if r["algorithm"] != "none"]
     for key, x in (("pareto_size", "size_mb"), ("pareto_time", "export_s")):
         front = pareto(int4, x, "worst_ppl_ratio")
@@ -168,7 +171,7 @@ def finish(rows: list[dict[str, Any]], grid: Grid, out_dir: Path) -> None:
             r[key] = i in front
     write_json(out_dir / "sweep.json", rows)
     cols = ["backend", "point", "algorithm", "size_mb", "export_s", "worst_ppl_ratio", "top1_agreement", "kl_mean",
-            "kl_p99", "recovered_vs_baseline", "pareto_size", "pareto_time"]
+            "kl_p99", "recovered_vs_baseline", "kl_recovered_vs_baseline", "pareto_size", "pareto_time"]
     with open(out_dir / "sweep.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -179,10 +182,14 @@ def finish(rows: list[dict[str, Any]], grid: Grid, out_dir: Path) -> None:
 
 def markdown_table(rows: list[dict[str, Any]], grid: Grid) -> str:
     head = ("| backend/point | algorithm | size MB | export s | worst ppl ratio | top-1 | KL mean | KL p99 | "
-            f"RTN loss recovered (vs {grid.baseline}) | Pareto (size / time) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            f"RTN loss recovered, ppl / KL (vs {grid.baseline}) | Pareto (size / time) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in sorted(rows, key=lambda r: (r["backend"], r["worst_ppl_ratio"])):
-        rec = "–" if r.get("recovered_vs_baseline") is None or r["algorithm"] == "none" else f"{r['recovered_vs_baseline']:+.0%}"
+        rec = "–"
+        if r.get("recovered_vs_baseline") is not None and r["algorithm"] != "none":
+            kl = r.get("kl_recovered_vs_baseline")
+            rec = f"{r['recovered_vs_baseline']:+.0%} / " + ("–" if kl is None else f"{kl:+.0%}")
         par = "–" if r["algorithm"] == "none" else ("size " if r.get("pareto_size") else "") + ("time" if r.get("pareto_time") else "")
         lines.append(f"| {r['backend']}/{r['point']} | {r['algorithm']} | {r['size_mb']:.1f} | {r['export_s']:.0f} | "
                      f"{r['worst_ppl_ratio']:.4f} | {r['top1_agreement']:.3f} | {r['kl_mean']:.4f} | {r['kl_p99']:.2f} | "
