@@ -213,7 +213,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             for r in pts:
                 ax.annotate(r["point"], (r[x], r["worst_ppl_ratio"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = sorted((r for r in int4 if r.get(flag)), key=lambda r: r[x])
-        ax.plot([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], "k--", lw=1, label="Pareto front")
+        ax.plot([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], "k--", lw=1, drawstyle="steps-post", label="Pareto front")
         ax.scatter([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], s=120, facecolors="none",
                    edgecolors="k")
         ax.set_xlabel(label)
