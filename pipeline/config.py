@@ -77,6 +77,29 @@ EMBEDDED_SHAPES = {"hidden_size": 576, "intermediate_size": 1536}
 
 # --------------------------------------------------------------------------- OpenVINO
 
+SENSITIVITY_METRICS = ("weight_quantization_error", "hessian_input_activation", "mean_activation_variance",
+                       "max_activation_variance", "mean_activation_magnitude")  # nncf.SensitivityMetric values
+
+
+class IgnoredScope(_Strict):
+    """Layers NNCF leaves uncompressed (``nncf.IgnoredScope``: exact node names, regex patterns, op types)."""
+
+    names: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "IgnoredScope":
+        if not (self.names or self.patterns or self.types):
+            raise ValueError("an ignored_scope needs at least one of names, patterns, types; or remove it")
+        for p in self.patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {err}") from None
+        return self
+
+
 
 class OpenVINOVariant(_Strict):
     """One OpenVINO IR variant. INT4 options map 1:1 to ``optimum-cli export openvino`` flags."""
@@ -89,6 +112,22 @@ class OpenVINOVariant(_Strict):
     sym: bool | None = Field(default=None, description="symmetric INT4 (required for NPU)")
     group_size_fallback: Literal["error", "ignore", "adjust"] | None = None
     target_device: Literal["cpu", "gpu", "npu"] = "cpu"
+    # NNCF ``compress_weights`` options beyond round-to-nearest (optimum-cli --backup-precision, --all-layers,
+    # --sensitivity-metric, --awq, --scale-estimation, --gptq, --lora-correction, --dataset, --num-samples).
+    backup_precision: Literal["none", "int8_sym", "int8_asym"] | None = Field(
+        default=None, description="precision of the layers ratio leaves out of INT4; None = NNCF's int8_asym")
+    all_layers: bool | None = Field(default=None, description="INT4 also for the embedding / lm_head")
+    sensitivity_metric: Literal[SENSITIVITY_METRICS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="how ratio < 1 picks the INT4 layers; None = NNCF's default")
+    ignored_scope: IgnoredScope | None = None
+    awq: bool = Field(default=False, description="AWQ (data-aware with a dataset, else data-free)")
+    scale_estimation: bool = Field(default=False, description="NNCF scale estimation (needs a dataset)")
+    gptq: bool = Field(default=False, description="GPTQ (needs a dataset)")
+    lora_correction: bool = Field(default=False, description="LoRA correction adapters (needs a dataset)")
+    dataset: Literal["calibration"] | None = Field(
+        default=None, description="'calibration' = the calibration stage's token windows; None = data-free")
+    num_samples: int | None = Field(default=None, ge=1, le=1024,
+                                    description="calibration windows used (<= calibration.num_samples)")
 
     @field_validator("group_size")
     @classmethod
@@ -118,6 +157,7 @@ class OpenVINOVariant(_Strict):
                     f"{', '.join(given)} only apply to int4/int8; remove them from this "
                     f"{self.weight_format} variant"
                 )
+        self._check_algorithms()
         if self.target_device == "npu":
             if self.weight_format not in ("int4", "int8", "fp16"):
                 raise ValueError("an NPU variant must be int4, int8 or fp16")
@@ -132,6 +172,70 @@ class OpenVINOVariant(_Strict):
                     "channel-wise INT4; set group_size: -1"
                 )
         return self
+
+    def _check_algorithms(self) -> None:
+        """Refuse what NNCF 3.4 / optimum-intel 2.1 refuse, before any model is loaded. Sources:
+        nncf/quantization/algorithms/weight_compression/algorithm.py ``check_user_compression_configuration``
+        (INT8 modes; data-aware sensitivity metric without a dataset), nncf/quantization/quantize_model.py
+        ``compress_weights`` (OpenVINO backend: SE/GPTQ/LoRA need a dataset; GPTQ + LoRA refused) and
+        optimum/intel/openvino/configuration.py ``OVWeightQuantizationConfig.post_init`` (same for int8)."""
+        algos = {"awq": self.awq, "scale_estimation": self.scale_estimation, "gptq": self.gptq,
+                 "lora_correction": self.lora_correction}
+        options = {**{k: v for k, v in algos.items() if v},
+                   **{k: v for k, v in {"backup_precision": self.backup_precision, "all_layers": self.all_layers,
+                                        "sensitivity_metric": self.sensitivity_metric,
+                                        "dataset": self.dataset, "num_samples": self.num_samples}.items()
+                      if v is not None}}
+        if self.weight_format in ("fp16", "fp32"):
+            given = list(options) + (["ignored_scope"] if self.ignored_scope is not None else [])
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to int4/int8 weight compression; remove them "
+                                 f"from this {self.weight_format} variant")
+            return
+        if self.weight_format == "int8" and options:
+            raise ValueError(
+                f"NNCF refuses {', '.join(options)} for INT8 weight compression (\"INT8 modes do not support ... "
+                "option(s)\", check_user_compression_configuration); remove them or use weight_format: int4")
+        needs_data = [k for k in ("scale_estimation", "gptq", "lora_correction") if algos[k]]
+        if needs_data and self.dataset is None:
+            raise ValueError(
+                f"{', '.join(needs_data)} need(s) calibration data (NNCF: \"Scale estimation, GPTQ or Lora Correction "
+                "algorithm is defined, but dataset is None\"); set dataset: calibration (and a top-level "
+                "calibration: section), or remove them")
+        if self.gptq and self.lora_correction:
+            raise ValueError("NNCF refuses gptq together with lora_correction (\"Simultaneous use of Lora correction "
+                             "and GPTQ algorithms is not supported\"); keep one of them")
+        data_metric = self.sensitivity_metric not in (None, "weight_quantization_error")
+        if data_metric and self.dataset is None and self.ratio is not None and self.ratio < 1.0:
+            raise ValueError(
+                f"sensitivity_metric {self.sensitivity_metric} ranks layers by activations and needs a dataset "
+                "(NNCF: \"Mixed precision selection with sensitivity metric ... requires a dataset\"); set dataset: "
+                "calibration or use sensitivity_metric: weight_quantization_error")
+        if self.num_samples is not None and self.dataset is None:
+            raise ValueError("num_samples only applies with dataset: calibration; remove it or set the dataset")
+        if self.dataset is not None and not (any(algos.values()) or (self.ratio is not None and self.ratio < 1.0
+                                                                     and self.sensitivity_metric != "weight_quantization_error")):
+            raise ValueError(
+                "dataset: calibration would change nothing here (no awq/scale_estimation/gptq/lora_correction, and "
+                "no data-aware mixed precision at ratio < 1; optimum-intel only warns); remove dataset or enable an "
+                "algorithm")
+
+    @property
+    def data_aware(self) -> bool:
+        """Whether the export needs the calibration stage's windows."""
+        return self.dataset is not None
+
+    @property
+    def algorithm(self) -> str:
+        """A short name of the compression algorithm, for manifests, cards and the sweep table."""
+        if not self.compressed:
+            return "none"
+        parts = [n for n, on in (("awq", self.awq), ("scale_estimation", self.scale_estimation),
+                                 ("gptq", self.gptq), ("lora_correction", self.lora_correction)) if on]
+        name = "+".join(parts) if parts else "rtn"
+        if self.awq and self.dataset is None:
+            name = name.replace("awq", "awq(data-free)")
+        return name
 
     @property
     def compressed(self) -> bool:
@@ -167,18 +271,19 @@ class OpenVINOVariant(_Strict):
             "ratio": 1.0 if is_int8 else self.ratio,
             "sym": bool(self.sym),
             "group_size": -1 if is_int8 else self.group_size,
-            "all_layers": None,
-            "dataset": None,
-            "num_samples": None,
-            "quant_method": "default",
-            "sensitivity_metric": None,
-            "scale_estimation": None,
-            "gptq": None,
-            "lora_correction": None,
+            "all_layers": self.all_layers,
+            "dataset": None,  # data-aware variants pass the calibration windows as a calibration_dataset object
+            "num_samples": self.num_samples,
+            "quant_method": "awq" if self.awq else "default",
+            "sensitivity_metric": self.sensitivity_metric,
+            "scale_estimation": True if self.scale_estimation else None,
+            "gptq": True if self.gptq else None,
+            "lora_correction": True if self.lora_correction else None,
             "dtype": self.weight_format,
-            "backup_precision": None,
+            "backup_precision": self.backup_precision,
             "statistics_path": None,
             "group_size_fallback": self.group_size_fallback,
+            **({"ignored_scope": self.ignored_scope.model_dump()} if self.ignored_scope is not None else {}),
         }
 
 
@@ -221,6 +326,8 @@ class OrtGenAIVariant(_Strict):
                                        description="MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
     is_symmetric: bool | None = None
     algo: Literal["default", "rtn", "k_quant"] | None = None
+    matmul_mixed_precision: dict[Literal["last_matmul", "mixed_layers"], Literal["int4", "int8"]] | None = Field(
+        default=None, description="builder matmul_mixed_precision: e.g. {last_matmul: int8} keeps lm_head at int8")
 
     @field_validator("block_size")
     @classmethod
@@ -232,7 +339,10 @@ class OrtGenAIVariant(_Strict):
     @model_validator(mode="after")
     def _int4_only(self) -> "OrtGenAIVariant":
         knobs = {"block_size": self.block_size, "accuracy_level": self.accuracy_level,
-                 "is_symmetric": self.is_symmetric, "algo": self.algo}
+                 "is_symmetric": self.is_symmetric, "algo": self.algo,
+                 "matmul_mixed_precision": self.matmul_mixed_precision}
+        if self.matmul_mixed_precision == {}:
+            raise ValueError("matmul_mixed_precision is empty; remove it or name a selector (e.g. {last_matmul: int8})")
         if self.precision == "int4":
             missing = [k for k in ("block_size", "accuracy_level", "is_symmetric") if knobs[k] is None]
             if missing:
@@ -262,7 +372,19 @@ class OrtGenAIVariant(_Strict):
                 "is_symmetric": str(self.is_symmetric).lower()}
         if self.algo is not None:
             opts["algo_config"] = self.algo
+        if self.matmul_mixed_precision:
+            opts["matmul_mixed_precision"] = ",".join(f"{k}:{v}" for k, v in self.matmul_mixed_precision.items())
         return opts
+
+    @property
+    def algorithm(self) -> str:
+        """A short name of the quantization algorithm, for manifests, cards and the sweep table."""
+        if self.precision != "int4":
+            return "none"
+        name = "rtn" if self.algo in (None, "default", "rtn") else self.algo
+        if self.matmul_mixed_precision:
+            name += "+" + ",".join(f"{k}:{v}" for k, v in self.matmul_mixed_precision.items())
+        return name
 
 
 class OrtGenAISection(_Strict):
@@ -341,6 +463,32 @@ class ValidationSection(_Strict):
         if override is not None:
             merged.update({k: v for k, v in override.model_dump().items() if v is not None})
         return merged
+
+
+# --------------------------------------------------------------------------- calibration
+
+CALIBRATION_TEXTS = ("apache2", "python_topics")  # validation/data/calibration/<name>.txt (SOURCES.md there)
+
+
+class CalibrationSection(_Strict):
+    """Calibration windows for data-aware INT4 (AWQ, scale estimation, GPTQ, LoRA correction).
+
+    Built offline by the ``calibration`` stage from texts shipped in validation/data/calibration/,
+    which share no 8-word sequence with the evaluation texts (tests/test_calibration.py).
+    """
+
+    texts: list[Literal["apache2", "python_topics"]] = Field(min_length=1)
+    seq_len: int = Field(default=128, ge=16, le=4096, description="tokens per calibration window")
+    num_samples: int = Field(default=64, ge=1, le=1024, description="windows built (round-robin over the texts)")
+    template: Literal["plain", "chat"] = Field(
+        default="plain", description="plain text windows, or each chunk as a user turn in the model's chat template")
+
+    @field_validator("texts")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("list each text once")
+        return v
 
 
 # --------------------------------------------------------------------------- smoke
@@ -437,6 +585,7 @@ class Params(_Strict):
     npu: NPUSection
     smoke: SmokeSection = SmokeSection()
     validation: ValidationSection
+    calibration: CalibrationSection | None = None
     bundle: BundleSection = BundleSection()
     publish: PublishSection = PublishSection()
 
@@ -467,6 +616,20 @@ class Params(_Strict):
         """Every (backend, variant) the pipeline builds."""
         return ([("openvino", k) for k in self.openvino.variants] + [("ortgenai", k) for k in self.ortgenai.variants]
                 + [("npu", k) for k in self.npu.variants])
+
+    @model_validator(mode="after")
+    def _calibration_for_data_aware(self) -> "Params":
+        for key, v in self.openvino.variants.items():
+            if v.dataset is None:
+                continue
+            if self.calibration is None:
+                raise ValueError(f"openvino.variants.{key}.dataset = calibration, but params.yaml has no calibration: "
+                                 "section; add one (e.g. calibration: {texts: [apache2, python_topics], seq_len: 128, "
+                                 "num_samples: 64})")
+            if v.num_samples is not None and v.num_samples > self.calibration.num_samples:
+                raise ValueError(f"openvino.variants.{key}.num_samples = {v.num_samples} exceeds "
+                                 f"calibration.num_samples = {self.calibration.num_samples}; lower it or build more")
+        return self
 
     @model_validator(mode="after")
     def _gate_keys_name_artifacts(self) -> "Params":

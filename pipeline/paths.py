@@ -37,3 +37,7 @@ def reference_dir() -> Path:
 
 def validate_metrics(backend: str, variant: str) -> Path:
     return METRICS / "validate" / f"{backend}-{variant}.json"
+
+
+def calibration_dir() -> Path:
+    return ARTIFACTS / "calibration"

@@ -20,7 +20,7 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LINKS = ("dvc.yaml", ".dvcignore", "pipeline", "stages", "validation", "envs")  # envs/npu: a dep of export-npu
+LINKS = ("dvc.yaml", ".dvcignore", "pipeline", "stages", "validation", "envs", "configs")  # envs/npu: a dep of export-npu; configs: sweep grids
 
 
 def merged_params(repo_root: Path, profile: Path | None) -> dict:

@@ -93,12 +93,16 @@ def _register() -> None:
     main.add_command(run.generate)
     main.add_command(run.chat)
     main.add_command(validate.reference)
+    main.add_command(validate.calibration)
     main.add_command(validate.validate)
     from . import bundle, publish
 
     main.add_command(bundle.command)
     main.add_command(publish.command)
     main.add_command(publish.verify)
+    from . import sweep
+
+    main.add_command(sweep.sweep)
 
 
 _register()

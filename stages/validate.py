@@ -16,6 +16,17 @@ def reference(obj) -> None:
     click.echo("reference: " + ", ".join(f"{k} ppl {v['perplexity']:.3f}" for k, v in meta["texts"].items()))
 
 
+@click.command("calibration")
+@click.pass_obj
+def calibration(obj) -> None:
+    """Tokenize the calibration texts (validation/data/calibration) into artifacts/calibration."""
+    from pipeline import paths
+    from validation.calibration import build_calibration
+
+    meta = build_calibration(obj.params, paths.source_dir(), paths.calibration_dir())
+    click.echo(f"calibration: {meta['shape'][0]} windows x {meta['shape'][1]} tokens from {', '.join(meta['texts'])}")
+
+
 @click.command("validate")
 @click.argument("backend")
 @click.argument("variant")

@@ -38,6 +38,7 @@ def test_release_params_are_valid_and_select_phi3_mini():
     assert p.model.pinned, "the release revision must be a commit sha"
     v = p.openvino.variants["int4"]
     assert (v.weight_format, v.group_size, v.ratio, v.sym) == ("int4", 128, 0.6, True)
+    assert v.gptq and v.scale_estimation and v.dataset == "calibration" and p.calibration is not None  # chosen by `aipc sweep`
     assert p.openvino.variants["fp16"].weight_format == "fp16"
 
 

@@ -49,6 +49,14 @@ def test_effective_int4_settings_are_recorded(repro_workspace):
     assert set(eff["int4_group_sizes"]) == {"64"}
     assert 0.3 < eff["weight_share_by_type"]["i4"] < 0.7
     assert rec["params"]["sym"] is True and rec["toolchain"]["openvino"].startswith("2026.4")
+    # the release default is data-aware: GPTQ + scale estimation on the calibration stage's windows
+    assert (eff["nncf"]["gptq"], eff["nncf"]["scale_estimation"]) == ("True", "True")
+    assert rec["algorithm"] == "scale_estimation+gptq"
+    assert rec["calibration"]["samples_used"] == 64 and set(rec["calibration"]["texts"]) == {"apache2", "python_topics"}
+    manifest = json.loads((ws / "artifacts/bundles/openvino-int4/manifest.json").read_text())
+    assert manifest["quantization"]["algorithm"] == "scale_estimation+gptq"
+    assert manifest["quantization"]["calibration"]["samples_used"] == 64
+    assert "Algorithm: **scale_estimation+gptq**" in (ws / "artifacts/bundles/openvino-int4/README.md").read_text()
     fp16 = json.loads((ws / "artifacts/openvino/fp16/aipc_export.json").read_text())["effective"]
     assert fp16["nncf"] == {} and set(fp16["weight_share_by_type"]) == {"f16"}
 

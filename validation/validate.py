@@ -19,9 +19,31 @@ from .tokenizers import tokenizer_parity
 log = logging.getLogger(__name__)
 
 
+def measure_accuracy(runner, windows: dict[str, list], label: str) -> dict[str, Any]:
+    """Perplexity ratio, top-1 agreement and KL of ``runner`` against the reference windows."""
+    from tqdm import tqdm
+
+    per_text, all_scores = {}, []
+    for name, wins in windows.items():
+        scores = [score_window(w, runner.logits(w.ids.tolist())) for w in tqdm(wins, desc=f"{label} {name}", leave=False)]
+        per_text[name] = summarize(scores)
+        all_scores += scores
+        log.info("%s %s: ppl %.3f (reference %.3f, ratio %.4f), top-1 %.3f, KL mean %.4f",
+                 label, name, per_text[name]["perplexity"], per_text[name]["reference_perplexity"],
+                 per_text[name]["ppl_ratio"], per_text[name]["top1_agreement"], per_text[name]["kl_mean"])
+    pooled = summarize(all_scores)
+    return {
+        "texts": per_text,
+        "worst_ppl_ratio": max(t["ppl_ratio"] for t in per_text.values()),
+        "top1_agreement": pooled["top1_agreement"],
+        "kl_mean": pooled["kl_mean"],
+        "kl_p99": pooled["kl_p99"],
+        "positions": pooled["positions"],
+    }
+
+
 def validate_artifact(params: Params, backend: str, variant: str, folder: Path, source_dir: Path,
                       reference_dir: Path, smoke_json: Path, out: Path) -> dict[str, Any]:
-    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from pipeline import preflight
@@ -32,24 +54,7 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
     record: dict[str, Any] = {"backend": backend, "variant": variant, "artifact": str(folder),
                               "protocol": meta["protocol"]}
     with open_runner(backend, folder, params) as runner:
-        per_text, all_scores = {}, []
-        for name, wins in windows.items():
-            scores = [score_window(w, runner.logits(w.ids.tolist()))
-                      for w in tqdm(wins, desc=f"{backend}-{variant} {name}", leave=False)]
-            per_text[name] = summarize(scores)
-            all_scores += scores
-            log.info("%s-%s %s: ppl %.3f (reference %.3f, ratio %.4f), top-1 %.3f, KL mean %.4f",
-                     backend, variant, name, per_text[name]["perplexity"], per_text[name]["reference_perplexity"],
-                     per_text[name]["ppl_ratio"], per_text[name]["top1_agreement"], per_text[name]["kl_mean"])
-        pooled = summarize(all_scores)
-        record["accuracy"] = {
-            "texts": per_text,
-            "worst_ppl_ratio": max(t["ppl_ratio"] for t in per_text.values()),
-            "top1_agreement": pooled["top1_agreement"],
-            "kl_mean": pooled["kl_mean"],
-            "kl_p99": pooled["kl_p99"],
-            "positions": pooled["positions"],
-        }
+        record["accuracy"] = measure_accuracy(runner, windows, f"{backend}-{variant}")
         record["tokenizer_parity"] = tokenizer_parity(runner, source_tok)
     smoke = read_json(smoke_json) if smoke_json.is_file() else None
     prefix = []

@@ -49,11 +49,23 @@ def disable_telemetry() -> None:
     OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
 
 
-def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``."""
+def export(params: Params, key: str, source_dir: Path, out_dir: Path,
+           calibration_dir: Path | None = None) -> dict[str, Any]:
+    """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``.
+
+    Data-aware variants (``dataset: calibration``) read the calibration stage's windows from
+    ``calibration_dir`` (default ``artifacts/calibration``).
+    """
     variant = params.openvino.variants[key]
     model_config = read_model_config(source_dir)
     variant.check_model(key, layer_widths(model_config))
+    calibration = None
+    if variant.data_aware:
+        from validation.calibration import load_calibration
+
+        from .. import paths
+
+        calibration = load_calibration(calibration_dir or paths.calibration_dir())
     disable_telemetry()
 
     import warnings
@@ -81,7 +93,9 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
                 convert_tokenizer=True,
                 library_name="transformers",
             )
-            if qcfg:
+            if calibration is not None:
+                _quantize_with_calibration(source_dir, tmp, qcfg, calibration[1], variant.num_samples)
+            elif qcfg:
                 _main_quantize(
                     model_name_or_path=str(source_dir),
                     task=TASK,
@@ -108,12 +122,52 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "backend": BACKEND,
             "variant": key,
             "params": variant.model_dump(mode="json"),
+            "algorithm": variant.algorithm,
+            "calibration": _calibration_record(calibration, variant.num_samples),
             "effective": effective_settings(tmp / "openvino_model.xml"),
             **({"npu_blob": precompile_npu_blob(tmp)} if variant.target_device == "npu" else {}),
             "toolchain": versions(),
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
+
+
+def _calibration_record(calibration, num_samples: int | None) -> dict[str, Any] | None:
+    if calibration is None:
+        return None
+    meta, windows = calibration
+    used = min(num_samples or len(windows), len(windows))
+    return {**meta, "samples_used": used}
+
+
+def _quantize_with_calibration(source_dir: Path, folder: Path, qcfg: dict[str, Any], windows, num_samples: int | None):
+    """``_main_quantize`` with our own calibration windows instead of a Hub dataset name.
+
+    Same steps as optimum-intel's ``_main_quantize`` (load the exported IR, ``_apply_quantization``) and
+    the same dataset shape as its list-of-strings path (``_prepare_causal_lm_calibration_data``:
+    ``prepare_dataset`` then ``nncf.Dataset(..., model.prepare_inputs)``), but from token windows.
+    """
+    import nncf
+    import torch
+    from optimum.gptq.data import prepare_dataset
+    from optimum.intel import OVModelForCausalLM
+
+    model = OVModelForCausalLM.from_pretrained(folder, compile=False, use_cache=True)
+    n = min(num_samples or len(windows), len(windows))
+    items = [{"input_ids": torch.as_tensor(w[None, :]), "attention_mask": torch.ones(1, len(w), dtype=torch.long)}
+             for w in windows[:n]]
+    dataset = nncf.Dataset(prepare_dataset(items), lambda x: model.prepare_inputs(**x))
+    log.info("data-aware compression with %d calibration windows x %d tokens", n, windows.shape[1])
+    model._apply_quantization(
+        {**qcfg, "num_samples": n},
+        compile_only=False,
+        compile_model=False,
+        model_name_or_path=str(source_dir),
+        trust_remote_code=False,
+        save_directory=folder,
+        immediate_save=True,
+        calibration_dataset=dataset,
+    )
 
 
 def precompile_npu_blob(folder: Path) -> dict[str, Any]:
@@ -137,7 +191,7 @@ def precompile_npu_blob(folder: Path) -> dict[str, Any]:
 
 def _describe(v: OpenVINOVariant) -> str:
     if v.weight_format == "int4":
-        return f"int4 {'sym' if v.sym else 'asym'} group {v.group_size} ratio {v.ratio}"
+        return f"int4 {'sym' if v.sym else 'asym'} group {v.group_size} ratio {v.ratio} {v.algorithm}"
     return v.weight_format
 
 

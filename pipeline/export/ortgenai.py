@@ -82,6 +82,8 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "backend": BACKEND,
             "variant": key,
             "params": variant.model_dump(mode="json"),
+            "algorithm": variant.algorithm,
+            "calibration": None,  # the builder has no data-aware INT4 algorithm
             "builder_extra_options": variant.builder_extra_options(),
             "effective": effective_settings(tmp),
             "tokenizer": tok,

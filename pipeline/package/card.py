@@ -195,6 +195,16 @@ def _limits(m: dict[str, Any]) -> list[str]:
     return out
 
 
+def _calibration_line(cal: dict[str, Any] | None) -> str:
+    if not cal:
+        return "Calibration: none (data-free)."
+    p = cal.get("params", {})
+    texts = ", ".join(f"`{v.get('file', k)}` (sha256 `{str(v.get('sha256', ''))[:12]}…`)"
+                      for k, v in (cal.get("texts") or {}).items())
+    return (f"Calibration: {cal.get('samples_used')} windows x {p.get('seq_len')} tokens ({p.get('template')}) "
+            f"from {texts}, tokenized with the model's tokenizer; disjoint from the evaluation texts.")
+
+
 def render(m: dict[str, Any]) -> str:
     """README.md text for manifest ``m`` (its ``files`` table need not list README.md yet)."""
     src = m["source"]
@@ -208,7 +218,9 @@ def render(m: dict[str, Any]) -> str:
              f"made by the aipc pipeline from `{src['ref']}`.", "",
              "## Use it", ""]
     lines += _load_snippets(m)
-    lines += ["", "## Quantization", "", "Requested settings (params.yaml):", "", "| setting | value |", "|---|---|"]
+    lines += ["", "## Quantization", "", f"Algorithm: **{q.get('algorithm') or 'not recorded'}**. "
+              + _calibration_line(q.get("calibration")), "",
+              "Requested settings (params.yaml):", "", "| setting | value |", "|---|---|"]
     for k, v in sorted(q["params"].items()):
         if v is not None:
             lines.append(f"| {k} | {v if isinstance(v, str) else _cell(json.dumps(v))} |")

@@ -199,6 +199,14 @@ def min_runtime(backend: str, record: dict[str, Any]) -> tuple[dict[str, str], s
     return found, "the versions it was built and validated with; older ones are untested", False
 
 
+def _algorithm_fallback(backend: str, record: dict[str, Any]) -> str:
+    """Records written before the ``algorithm`` field, and the NPU library (round-to-nearest per channel)."""
+    if backend == "npu":
+        return "rtn (per channel)"
+    p = record.get("params") or {}
+    return "rtn" if "int" in str(p.get("weight_format") or p.get("precision") or "") else "none"
+
+
 def build_manifest(params, backend: str, variant: str, artifact_dir: Path, source_dir: Path,
                    smoke_path: Path | None, validate_path: Path | None) -> dict[str, Any]:
     """Everything but the ``files`` table (added once the bundle folder is complete)."""
@@ -212,7 +220,9 @@ def build_manifest(params, backend: str, variant: str, artifact_dir: Path, sourc
                            f"not {backend}/{variant}", fix=f"re-export: `aipc export {backend} {variant}`")
     model = params.model.name
     runtime, basis, exact = min_runtime(backend, record)
-    quant = {"params": record.get("params") or {}, "effective": record.get("effective") or {}}
+    quant = {"params": record.get("params") or {}, "effective": record.get("effective") or {},
+             "algorithm": record.get("algorithm") or _algorithm_fallback(backend, record),
+             "calibration": record.get("calibration")}
     if record.get("builder_extra_options") is not None:
         quant["builder_extra_options"] = record["builder_extra_options"]
     if not quant["effective"] and record.get("compile"):  # the NPU library: what its compile call did
