@@ -114,3 +114,13 @@ def test_artifacts_are_not_in_git():
     out = subprocess.run(["git", "ls-files", "artifacts", "metrics"], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == ""
     assert "/artifacts/" in (ROOT / ".gitignore").read_text()
+
+
+def test_every_stage_records_its_cost_as_an_uncached_metric():
+    import re
+
+    for name, st in STAGES.items():
+        m = re.match(r"^aipc --cost-metrics (metrics/cost/\S+\.json) ", st["cmd"])
+        assert m, f"{name}: cmd must start with `aipc --cost-metrics metrics/cost/<stage>.json`"
+        assert {m.group(1): {"cache": False}} in st.get("metrics", []), name
+        assert m.group(1) == f"metrics/cost/{name.replace('@', '-')}.json", name

@@ -157,3 +157,17 @@ def test_bench_writes_ratios_metrics_and_chart(repro_workspace):
     assert (ws / "metrics" / "plots" / "bench.png").stat().st_size > 10_000
     shown = dvc(ws, env, "metrics", "show", "--json")
     assert "bench.json" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
+    ws, r, env = repro_workspace
+    stages = set(ran_stages(r.stdout + r.stderr))
+    assert stages
+    for stage in stages:
+        m = json.loads((ws / "metrics" / "cost" / f"{stage.replace('@', '-')}.json").read_text())
+        assert m["wall_s"] > 0 and m["peak_rss_mib"] > 50, (stage, m)
+    npu = json.loads((ws / "metrics" / "cost" / "export-npu-int8.json").read_text())
+    assert npu["peak_rss_children_mib"] > 300, "the NPU-library worker's peak is counted"
+    rep = subprocess.run([str(Path(sys.executable).parent / "aipc"), "report", "--no-plots"], cwd=ws, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0 and "per-stage cost" in rep.stdout and "export-openvino-int4" in rep.stdout, rep.stdout
