@@ -51,6 +51,9 @@ def family_params(model_dir: Path, name: str) -> dict:
     data = deep_merge(release, profile)
     data["model"] = {"name": name.lower().replace(".", "-") + "-tiny", "source": "local", "path": str(model_dir)}
     data["npu"]["variants"] = {"int4": {"dtype": "int4"}}
+    # data-free INT4 here (the data-aware release default is covered on the embedded model end to end)
+    for k in ("gptq", "scale_estimation", "awq", "lora_correction", "dataset", "num_samples"):
+        data["openvino"]["variants"]["int4"].pop(k, None)
     data["ortgenai"]["variants"].pop("dml-int4")
     data["validation"]["windows_per_text"] = 1
     data["smoke"]["max_new_tokens"] = 16
