@@ -21,6 +21,12 @@ def _build_both(tmp_path: Path, src: Path, precision: str, ep: str, extra: dict[
     return a, b, ra, rb
 
 
+def _count(folder: Path, op_type: str) -> int:
+    import onnx
+
+    return sum(n.op_type == op_type for n in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node)
+
+
 def _assert_same_files(a: Path, b: Path) -> None:
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -65,8 +71,10 @@ def _explain(a: Path, b: Path, rel: Path) -> None:
 ], ids=["dml-int4", "cpu-int4-asym", "cpu-int4-rtn", "dml-fp16"])
 def test_streamed_equals_builder_untied(tmp_path, tiny_phi3, precision, ep, extra):
     a, b, ra, rb = _build_both(tmp_path, tiny_phi3, precision, ep, extra)
-    if precision == "int4":
-        assert rb["mode"] == "streamed" and rb["nodes"] == 2 * 7 + 1  # q, k, v, o, gate, up, down; lm_head
+    if "algo_config" in extra:  # RTN re-sorts the whole graph: the builder's own path
+        assert rb["mode"] == "whole-graph"
+    elif precision == "int4":
+        assert rb["mode"] == "streamed" and rb["nodes"] == _count(a, "MatMulNBits") >= 2 * 4 + 1
     else:
         assert rb["mode"] == "none"
     _assert_same_files(a, b)
@@ -102,7 +110,7 @@ def test_streamed_equals_builder_tied(tmp_path, tiny_phi4, extra):
 @pytest.mark.slow
 def test_streamed_equals_builder_on_the_embedded_model(tmp_path, embedded_dir):
     a, b, ra, rb = _build_both(tmp_path, embedded_dir, "int4", "dml", RELEASE_INT4)
-    assert rb["mode"] == "streamed" and rb["nodes"] == 30 * 7 + 1
+    assert rb["mode"] == "streamed" and rb["nodes"] == _count(a, "MatMulNBits") >= 30 * 4 + 1
     _assert_same_files(a, b)
 
 

@@ -21,8 +21,10 @@ kernel (``madvise(MADV_DONTNEED)`` on the clean, private, read-only-used file ma
 faults them back in from the file), so resident memory stays at the quantized model plus one weight
 instead of growing with every page of the checkpoint that was read.
 
-Builds the per-node pass cannot reproduce exactly (exact per-node quantization overrides, whose
-checks look at the whole graph; CUDA weight prepacking) use the builder's own whole-graph path.
+Builds the per-node pass cannot reproduce exactly use the builder's own whole-graph path: the RTN /
+k_quant algorithms (onnxruntime's ``rtn_quantize`` re-sorts the whole graph: identical tensors, but
+another node order), exact per-node quantization overrides (checked against the whole graph) and
+CUDA weight prepacking. The release variants use the default (MLAS) quantizer and are streamed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def streamed_quantization() -> Iterator[dict[str, Any]]:
 
 
 def _unsupported(builder_model: Any) -> str | None:
+    if getattr(builder_model, "quantization_algo", "default") != "default":
+        # RTN/k_quant (onnxruntime's rtn_quantize) append the quantized nodes at the end and
+        # topologically re-sort the whole graph: same tensors node by node, another node order
+        return f"algo {builder_model.quantization_algo!r} re-sorts the whole graph"
     if getattr(builder_model, "exact_quant_override_names", None):
         return "exact per-node quantization overrides are checked against the whole graph"
     if getattr(builder_model, "matmul_attrs", {}).get("weights_prepacked", 0) > 0:
