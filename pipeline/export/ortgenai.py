@@ -9,7 +9,6 @@ notably ``onnxruntime-genai-directml`` on Windows, whose releases lag the builde
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import tempfile
@@ -53,13 +52,20 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
     model_config = read_model_config(source_dir)
     variant.check_model(key, layer_widths(model_config))
 
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
     extra = [f"{k}={v}" for k, v in variant.builder_extra_options().items()]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ortgenai-cache-") as cache:
         log.info("building ORT GenAI %s (%s, %s%s)", key, variant.precision, variant.execution_provider,
                  f", {' '.join(extra)}" if extra else "")
         try:
-            quantization = run_builder(source_dir, tmp, variant.precision, variant.execution_provider,
-                                       variant.builder_extra_options())
+            options = parse_extra_options(
+                model_name=str(source_dir), input_path=str(source_dir), output_dir=str(tmp),
+                precision=variant.precision, execution_provider=variant.execution_provider,
+                cache_dir=cache, extra_options=extra,
+            )
+            create_model(str(source_dir), str(source_dir), str(tmp), variant.precision,
+                         variant.execution_provider, cache, **options)
         except (ValueError, KeyError, NotImplementedError) as err:
             raise ExportError(
                 f"params.yaml: ortgenai.variants.{key}: the ORT GenAI builder refused the model or options: "
@@ -79,7 +85,6 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "algorithm": variant.algorithm,
             "calibration": None,  # the builder has no data-aware INT4 algorithm
             "builder_extra_options": variant.builder_extra_options(),
-            "quantization": quantization,
             "effective": effective_settings(tmp),
             "tokenizer": tok,
             "genai_config_dropped_defaults": dropped,
@@ -88,30 +93,6 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
-
-
-def run_builder(source_dir: Path, out_dir: Path, precision: str, execution_provider: str,
-                extra_options: dict[str, str], *, streamed: bool = True) -> dict[str, Any]:
-    """``parse_extra_options`` + ``create_model`` into ``out_dir``, as the builder's CLI does.
-
-    ``streamed`` (the stage's way) runs the builder's int4 quantization one weight at a time
-    (pipeline.export.ortgenai_stream: same quantizer, same options, same model; a fraction of the
-    memory); ``streamed=False`` is the builder as-is. Returns how the quantization ran.
-    """
-    from onnxruntime_genai.models.builder import create_model, parse_extra_options
-
-    from .ortgenai_stream import streamed_quantization
-
-    extra = [f"{k}={v}" for k, v in extra_options.items()]
-    with tempfile.TemporaryDirectory(prefix="ortgenai-cache-") as cache:
-        options = parse_extra_options(
-            model_name=str(source_dir), input_path=str(source_dir), output_dir=str(out_dir),
-            precision=precision, execution_provider=execution_provider, cache_dir=cache, extra_options=extra,
-        )
-        with streamed_quantization() if streamed else contextlib.nullcontext({"mode": "whole-graph"}) as stats:
-            create_model(str(source_dir), str(source_dir), str(out_dir), precision, execution_provider, cache,
-                         **options)
-    return {"mode": stats["mode"] or "none", "nodes": stats.get("nodes", 0)}
 
 
 # genai_config.json keys the 0.18 builder writes with their default value and older parsers reject
