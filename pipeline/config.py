@@ -439,6 +439,12 @@ class GatesSection(_Strict):
         return self
 
 
+def _each_once(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("list each text once")
+    return v
+
+
 class ValidationSection(_Strict):
     """The accuracy protocol (fixed, documented) and the gates."""
 
@@ -450,12 +456,7 @@ class ValidationSection(_Strict):
     reference_dtype: Literal["float32", "bfloat16"] = "float32"
     gates: GatesSection
 
-    @field_validator("texts")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("list each text once")
-        return v
+    _unique = field_validator("texts")(classmethod(lambda cls, v: _each_once(v)))
 
     def gates_for(self, backend: str, variant: str) -> dict[str, Any]:
         merged = self.gates.default.model_dump()
@@ -483,12 +484,7 @@ class CalibrationSection(_Strict):
     template: Literal["plain", "chat"] = Field(
         default="plain", description="plain text windows, or each chunk as a user turn in the model's chat template")
 
-    @field_validator("texts")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("list each text once")
-        return v
+    _unique = field_validator("texts")(classmethod(lambda cls, v: _each_once(v)))
 
 
 # --------------------------------------------------------------------------- smoke
