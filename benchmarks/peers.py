@@ -1,0 +1,130 @@
+"""Our rebuild vs the seed's commands, one by one, on the same model in one run (issue: performance).
+
+Peers (each a fresh process, timed with /usr/bin/time: wall seconds and max RSS):
+  optimum-cli export openvino ... --weight-format int4 --group-size G --ratio R --sym
+  optimum-cli export openvino ... --weight-format fp16
+  python -m onnxruntime_genai.models.builder ... -p int4 -e dml  (and -p fp16)
+  intel-npu-acceleration-library NPUModelForCausalLM.from_pretrained(...) in the NPU environment
+Ours: `dvc repro` of the same artifacts' stages in a fresh workspace (download and calibration included),
+per-stage wall time and peak RSS read from metrics/cost/.
+
+Usage (embedded model, ~10 min on 2 cores):  python benchmarks/peers.py [--workdir DIR]
+Prints the wall-time ratio (ours / peers' sum) and each artifact's peak-RSS ratio. The OpenVINO INT4 of
+the params may be data-aware (GPTQ etc.), which the seed's round-to-nearest command is not: the script
+says so in the table, and also reports ours for the same round-to-nearest settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def timed(cmd: list[str], env: dict, cwd: Path) -> dict:
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "AIPC_TIME %e %M", *cmd], env=env, cwd=cwd, capture_output=True,
+                       text=True)
+    line = next((ln for ln in reversed(r.stderr.splitlines()) if ln.startswith("AIPC_TIME")), None)
+    if r.returncode != 0 or line is None:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    _, wall, kib = line.split()
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(int(kib) / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=ROOT / "configs" / "embedded.yaml")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aipc-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
+               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1")
+
+    # ours first: the workspace also materializes the source checkpoint the peers read
+    ws = work / "ws"
+    subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(args.profile)], check=True,
+                   env=env, cwd=ROOT, capture_output=True)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    ov4 = params["openvino"]["variants"]["int4"]
+    npu_key, npu_variant = next(iter(params["npu"]["variants"].items()))
+    stages = ["download", "export-openvino@int4", "export-openvino@fp16", "export-ortgenai@dml-int4",
+              "export-ortgenai@dml-fp16", f"export-npu@{npu_key}"]
+    if any(ov4.get(k) for k in ("gptq", "awq", "scale_estimation", "lora_correction")):
+        stages.insert(1, "calibration")
+    t0 = time.perf_counter()
+    r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", *stages], cwd=ws, env=env, capture_output=True,
+                       text=True)
+    ours_wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
+    cost = {p.stem: json.loads(p.read_text()) for p in (ws / "metrics" / "cost").glob("*.json")}
+
+    # ours again for the seed's round-to-nearest INT4, so that row compares like with like
+    rtn = dict(ov4)
+    for k in ("gptq", "awq", "scale_estimation", "lora_correction", "dataset", "num_samples"):
+        rtn.pop(k, None)
+    params["openvino"]["variants"]["int4-rtn"] = rtn
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rtn_cost = timed([str(BIN / "aipc"), "--cost-metrics", "metrics/cost/rtn.json", "export", "openvino", "int4-rtn"],
+                     env, ws)
+
+    src = ws / "artifacts" / "source"
+    peers_dir = work / "peers"
+    shutil.rmtree(peers_dir, ignore_errors=True)
+    peers_dir.mkdir()
+    ov_cli = [str(BIN / "optimum-cli"), "export", "openvino", "--model", str(src), "--task", "text-generation-with-past"]
+    peer = {
+        "openvino-int4": timed(ov_cli + ["--weight-format", "int4", "--group-size", str(ov4["group_size"]), "--ratio",
+                                         str(ov4["ratio"]), *(["--sym"] if ov4["sym"] else []),
+                                         str(peers_dir / "ov-int4")], env, work),
+        "openvino-fp16": timed(ov_cli + ["--weight-format", "fp16", str(peers_dir / "ov-fp16")], env, work),
+    }
+    for key in ("dml-int4", "dml-fp16"):
+        v = params["ortgenai"]["variants"][key]
+        extra = [f"{k}={str(v[k]).lower()}" for k in ("block_size", "accuracy_level", "is_symmetric") if k in v]
+        peer[f"ortgenai-{key}"] = timed(
+            [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(peers_dir / key),
+             "-p", v["precision"], "-e", v["execution_provider"], "-c", str(peers_dir / f"cache-{key}")]
+            + (["--extra_options", *extra] if extra else []), env, work)
+    npu_python = ROOT / params["npu"]["env_dir"] / "bin" / "python"
+    code = ("import intel_npu_acceleration_library as npu, torch, sys\n"
+            "from intel_npu_acceleration_library.compiler import CompilerConfig\n"
+            f"dt = {{'int4': npu.int4, 'int8': npu.int8}}[{npu_variant['dtype']!r}]\n"
+            "m = npu.NPUModelForCausalLM.from_pretrained(sys.argv[1], use_cache=True, config=CompilerConfig(dtype=dt), "
+            "export=False)\n")
+    peer[f"npu-{npu_key}"] = timed([str(npu_python), "-c", code, str(src)], dict(env, PYTHONPATH=""), work)
+
+    ours = {
+        "openvino-int4": cost["export-openvino-int4"], "openvino-fp16": cost["export-openvino-fp16"],
+        "ortgenai-dml-int4": cost["export-ortgenai-dml-int4"], "ortgenai-dml-fp16": cost["export-ortgenai-dml-fp16"],
+        f"npu-{npu_key}": cost[f"export-npu-{npu_key}"],
+    }
+    peers_sum = sum(p["wall_s"] for p in peer.values())
+    print(f"{'artifact':22} {'peer wall s':>11} {'ours wall s':>11} {'peer RSS MiB':>12} {'ours RSS MiB':>12} {'RSS ratio':>9}")
+    for name, p in peer.items():
+        o = ours[name]
+        print(f"{name:22} {p['wall_s']:>11.1f} {o['wall_s']:>11.1f} {p['peak_rss_mib']:>12} {o['peak_rss_mib']:>12.0f} "
+              f"{o['peak_rss_mib'] / p['peak_rss_mib']:>9.2f}")
+    print(f"{'openvino-int4 (RTN)':22} {peer['openvino-int4']['wall_s']:>11.1f} {rtn_cost['wall_s']:>11.1f} "
+          f"{peer['openvino-int4']['peak_rss_mib']:>12} {rtn_cost['peak_rss_mib']:>12} "
+          f"{rtn_cost['peak_rss_mib'] / peer['openvino-int4']['peak_rss_mib']:>9.2f}")
+    print(f"\npeers' summed wall time {peers_sum:.1f} s; our `dvc repro` of the same artifacts {ours_wall:.1f} s "
+          f"(incl. {' and '.join(s for s in stages if not s.startswith('export'))}): ratio {ours_wall / peers_sum:.2f}")
+    print(f"workdir: {work}")
+
+
+if __name__ == "__main__":
+    main()
