@@ -91,8 +91,16 @@ def measure(backend: str, folder: Path, params: Params, prompts: dict[int, str],
     proc = ctx.Process(target=_run_one, args=(backend, str(folder), params.model_dump_json(), prompts,
                                               new_tokens, repeats, queue))
     proc.start()
+    import queue as queue_mod
+
+    result = None
     try:
-        result = queue.get(timeout=3600)
+        while result is None:
+            try:
+                result = queue.get(timeout=5)
+            except queue_mod.Empty:
+                if not proc.is_alive():  # crashed without reporting (a segfault, the OOM killer)
+                    result = {"ok": False, "error": f"the bench process died (exit code {proc.exitcode})"}
     finally:
         proc.join(timeout=60)
     if not result["ok"]:
