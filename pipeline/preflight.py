@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, EnvironmentProblem
+from .fsutil import dir_size
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def estimate_export(backend: str, kind: str, source_dir: Path) -> dict[str, Any]
 
 
 def estimate_artifact(folder: Path) -> dict[str, Any]:
-    size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    size = dir_size(folder)
     return {"artifact_bytes": size, "estimate_bytes": int(BASE_GIB * GIB + ARTIFACT_FACTOR * size)}
 
 
