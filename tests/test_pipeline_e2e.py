@@ -165,7 +165,10 @@ def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
     assert stages
     for stage in stages:
         m = json.loads((ws / "metrics" / "cost" / f"{stage.replace('@', '-')}.json").read_text())
-        assert m["wall_s"] > 0 and m["peak_rss_mib"] > 50, (stage, m)
+        assert m["wall_s"] > 0 and m["peak_rss_mib"] > 20, (stage, m)  # at least a Python process
+        if stage.startswith(("export-", "reference", "smoke-", "validate-")):
+            # these load the model (the embedded one is 135M parameters: >250 MiB even in int4)
+            assert m["peak_rss_mib"] > 250, (stage, m)
     npu = json.loads((ws / "metrics" / "cost" / "export-npu-int8.json").read_text())
     assert npu["peak_rss_children_mib"] > 300, "the NPU-library worker's peak is counted"
     rep = subprocess.run([str(Path(sys.executable).parent / "aipc"), "report", "--no-plots"], cwd=ws, env=env,
