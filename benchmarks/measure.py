@@ -2,14 +2,18 @@
 
     python benchmarks/measure.py -- aipc export ortgenai dml-int4
 
-Peak RSS comes from getrusage(RUSAGE_CHILDREN).ru_maxrss: the largest resident set of any
-descendant, which is what decides whether a stage fits in memory.
+Peak RSS comes from os.wait4 on that one child: ru_maxrss of the child and of the descendants it
+waited for (the largest resident set in its tree), which is what decides whether a stage fits in
+memory. Not getrusage(RUSAGE_CHILDREN): that is a high-water mark over *every* child this process
+ever waited for, so a second measurement in the same script would report the first one's peak.
+Keep the calling process small: Linux carries the old address space's high-water mark across
+exec, so a child started from a big parent reports at least the parent's peak.
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -17,10 +21,12 @@ import time
 
 def measure(cmd: list[str], **kw) -> dict:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, **kw)
+    proc = subprocess.Popen(cmd, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
     wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"cmd": cmd, "returncode": r.returncode, "wall_s": round(wall, 2), "peak_rss_gib": round(peak_kib / 2**20, 3)}
+    return {"cmd": cmd, "returncode": proc.returncode, "wall_s": round(wall, 2),
+            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3)}  # Linux: KiB
 
 
 if __name__ == "__main__":

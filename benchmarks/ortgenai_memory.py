@@ -1,8 +1,11 @@
 """Peak RSS of the ORT GenAI builder on real Phi-3-mini layer shapes, extrapolated to 32 layers.
 
-Builds random-weight Phi-3-mini-4k checkpoints (hidden 3072, 32 heads, vocab 32064, bf16 like the
-Hub's) with 2 and 4 layers, runs `aipc export ortgenai VARIANT` on each in a fresh process, and fits
-peak = a + b * layers (peak RSS is linear in layers). Prints a JSON table.
+Builds random-weight Phi-3-mini-4k checkpoints (hidden 3072, 32 heads, bf16 like the Hub's; the
+embedded tokenizer's vocab 49152) with 2 and 4 layers and, on each, in fresh processes one after
+the other, runs the baseline (the builder called as is: `create_model` with the same options) and
+ours (`aipc export ortgenai VARIANT`, which hands the float graph to the INT4 quantizer from disk).
+Fits peak = a + b * layers for each (peak RSS is linear in layers), extrapolates to the real 32
+layers and prints the ratio ours / baseline. Prints JSON lines.
 
     .venv/bin/python benchmarks/ortgenai_memory.py --variant dml-int4 [--layers 2 4]
 """
@@ -65,24 +68,57 @@ def main() -> None:
 
     tok = embedded_checkpoint()
     aipc = str(Path(sys.executable).parent / "aipc")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    from pipeline.config import parse_params
+
+    rows: dict[str, list[dict]] = {"baseline": [], "ours": []}
+    env = {**os.environ, "TQDM_DISABLE": "1", "AIPC_SKIP_MEMORY_CHECK": "1"}
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:  # not /tmp: it may be RAM-backed
         for layers in args.layers:
             ws = Path(tmp) / f"ws{layers}"
             subprocess.run([aipc, "-q", "workspace", "init", str(ws)], check=True)
-            make_real_shape(ws / "artifacts" / "source", layers, tok)
+            # built in a child: a vfork'ed child inherits this process's RSS high-water mark at exec,
+            # so the measuring process must stay small (it never holds the random weights)
+            src = ws / "artifacts" / "source"
+            subprocess.run([sys.executable, __file__, "--make", str(src), str(layers), str(tok)], check=True,
+                           stdout=subprocess.DEVNULL)
             (ws / "artifacts/source/source.json").write_text("{}")
-            r = measure([aipc, "-q", "export", "ortgenai", args.variant], cwd=ws, stdout=subprocess.DEVNULL,
-                        env={**os.environ, "TQDM_DISABLE": "1"})
-            r["layers"] = layers
-            rows.append(r)
-            print(json.dumps(r), flush=True)
-    (a_l, a), (b_l, b) = (rows[0]["layers"], rows[0]["peak_rss_gib"]), (rows[-1]["layers"], rows[-1]["peak_rss_gib"])
-    per_layer = (b - a) / (b_l - a_l)
-    print(json.dumps({"variant": args.variant, "per_layer_gib": round(per_layer, 3),
-                      "base_gib": round(a - per_layer * a_l, 3),
-                      "extrapolated_32_layers_gib": round(a + per_layer * (32 - a_l), 2)}))
+            import yaml
+
+            v = parse_params(yaml.safe_load((ws / "params.yaml").read_text())).ortgenai.variants[args.variant]
+            extra = [f"{k}={x}" for k, x in v.builder_extra_options().items()]
+            upstream = (
+                "import sys; from onnxruntime_genai.models.builder import create_model, parse_extra_options\n"
+                "src, out, prec, ep, cache, *extra = sys.argv[1:]\n"
+                "o = parse_extra_options(model_name=src, input_path=src, output_dir=out, precision=prec,"
+                " execution_provider=ep, cache_dir=cache, extra_options=extra)\n"
+                "create_model(src, src, out, prec, ep, cache, **o)\n")
+            for name, cmd in (
+                ("baseline", [sys.executable, "-c", upstream, str(src), str(ws / "upstream"), v.precision,
+                              v.execution_provider, str(ws / "cache"), *extra]),
+                ("ours", [aipc, "-q", "export", "ortgenai", args.variant]),
+            ):
+                r = measure(cmd, cwd=ws, stdout=subprocess.DEVNULL, env=env)
+                if r["returncode"] != 0:
+                    sys.exit(f"{name} failed at {layers} layers (exit {r['returncode']}): {cmd[:4]}")
+                r.update(layers=layers, run=name)
+                r["cmd"] = r["cmd"][:2] if name == "baseline" else r["cmd"]
+                rows[name].append(r)
+                print(json.dumps(r), flush=True)
+            shutil.rmtree(ws / "upstream", ignore_errors=True)
+            shutil.rmtree(ws / "artifacts" / "ortgenai", ignore_errors=True)
+    fit = {}
+    for name, rs in rows.items():
+        (a_l, a), (b_l, b) = (rs[0]["layers"], rs[0]["peak_rss_gib"]), (rs[-1]["layers"], rs[-1]["peak_rss_gib"])
+        per_layer = (b - a) / (b_l - a_l)
+        fit[name] = {"per_layer_gib": round(per_layer, 3), "base_gib": round(a - per_layer * a_l, 3),
+                     "extrapolated_32_layers_gib": round(a + per_layer * (32 - a_l), 2)}
+    print(json.dumps({"variant": args.variant, **fit,
+                      "ratio_32_layers": round(fit["ours"]["extrapolated_32_layers_gib"]
+                                               / fit["baseline"]["extrapolated_32_layers_gib"], 2)}))
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--make"]:
+        make_real_shape(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        main()

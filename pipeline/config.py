@@ -377,6 +377,11 @@ class OrtGenAIVariant(_Strict):
         return opts
 
     @property
+    def memory_kind(self) -> str:
+        """The RAM preflight's row (pipeline.preflight.PER_PARAM): rtn/k_quant quantize in memory."""
+        return "int4-in-memory" if self.precision == "int4" and self.algo in ("rtn", "k_quant") else "any"
+
+    @property
     def algorithm(self) -> str:
         """A short name of the quantization algorithm, for manifests, cards and the sweep table."""
         if self.precision != "int4":

@@ -247,10 +247,13 @@ def test_preflight_estimates_on_real_phi3_mini_shapes(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
     assert 3.7e9 < preflight.count_parameters(tmp_path) < 3.9e9
     gib = {f"{b}-{k}": preflight.estimate_export(b, k, tmp_path)["estimate_bytes"] / preflight.GIB
-           for b, k in (("openvino", "int4"), ("openvino", "fp16"), ("ortgenai", "int4"), ("reference", "float32"))}
+           for b, k in (("openvino", "int4"), ("openvino", "fp16"), ("ortgenai", "any"), ("ortgenai", "int4-in-memory"),
+                        ("reference", "float32"))}
     # the measured 32-layer peaks (README) within ~15%
     assert 8 < gib["openvino-int4"] < 11 and 14 < gib["openvino-fp16"] < 17, gib
-    assert 15 < gib["reference-float32"] < 18 and 15 < gib["ortgenai-int4"] < 19, gib
+    assert 15 < gib["reference-float32"] < 18, gib
+    # ORT GenAI: 8.6 (dml-int4) .. 10.5 GiB (cpu-int4) with the graph quantized from disk; rtn/k_quant in memory ~24
+    assert 9.5 < gib["ortgenai-any"] < 12 and 22 < gib["ortgenai-int4-in-memory"] < 27, gib
 
 
 # ------------------------------------------------------------------------------ process
