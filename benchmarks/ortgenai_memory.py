@@ -64,12 +64,13 @@ def main() -> None:
     ap.add_argument("--variant", default="dml-int4")
     ap.add_argument("--layers", type=int, nargs="+", default=[2, 4])
     args = ap.parse_args()
+    import yaml
+
+    from pipeline.config import parse_params
     from pipeline.sources.embedded import embedded_checkpoint
 
     tok = embedded_checkpoint()
     aipc = str(Path(sys.executable).parent / "aipc")
-    from pipeline.config import parse_params
-
     rows: dict[str, list[dict]] = {"baseline": [], "ours": []}
     env = {**os.environ, "TQDM_DISABLE": "1", "AIPC_SKIP_MEMORY_CHECK": "1"}
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:  # not /tmp: it may be RAM-backed
@@ -82,8 +83,6 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--make", str(src), str(layers), str(tok)], check=True,
                            stdout=subprocess.DEVNULL)
             (ws / "artifacts/source/source.json").write_text("{}")
-            import yaml
-
             v = parse_params(yaml.safe_load((ws / "params.yaml").read_text())).ortgenai.variants[args.variant]
             extra = [f"{k}={x}" for k, x in v.builder_extra_options().items()]
             upstream = (

@@ -241,6 +241,11 @@ class OpenVINOVariant(_Strict):
     def compressed(self) -> bool:
         return self.weight_format in ("int4", "int8")
 
+    @property
+    def memory_kind(self) -> str:
+        """The RAM preflight's row (pipeline.preflight.PER_PARAM)."""
+        return self.weight_format
+
     def check_model(self, key: str, shapes: dict[str, int]) -> None:
         """Check the group size against the model's layer widths (input channels)."""
         if self.weight_format != "int4" or self.group_size in (None, -1):
@@ -377,9 +382,15 @@ class OrtGenAIVariant(_Strict):
         return opts
 
     @property
+    def int4_graph_on_disk(self) -> bool:
+        """Whether the builder's default INT4 quantizer gets its float graph from a temp file
+        (pipeline.export.ortgenai.unquantized_graph_on_disk); rtn/k_quant quantize in memory."""
+        return self.precision == "int4" and self.algo in (None, "default")
+
+    @property
     def memory_kind(self) -> str:
-        """The RAM preflight's row (pipeline.preflight.PER_PARAM): rtn/k_quant quantize in memory."""
-        return "int4-in-memory" if self.precision == "int4" and self.algo in ("rtn", "k_quant") else "any"
+        """The RAM preflight's row (pipeline.preflight.PER_PARAM)."""
+        return "int4-in-memory" if self.precision == "int4" and not self.int4_graph_on_disk else "any"
 
     @property
     def algorithm(self) -> str:
@@ -403,6 +414,11 @@ class NPUVariant(_Strict):
     """intel-npu-acceleration-library compile settings (its ``CompilerConfig``)."""
 
     dtype: Literal["int4", "int8"]
+
+    @property
+    def memory_kind(self) -> str:
+        """The RAM preflight's row (pipeline.preflight.PER_PARAM)."""
+        return "any"
 
 
 class NPUSection(_Strict):

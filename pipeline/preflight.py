@@ -35,10 +35,12 @@ PER_PARAM = {
     ("openvino", "int8"): 2.45,
     ("openvino", "fp16"): 4.13,   # FP16 export keeps the traced fp32 graph + the f16 IR: ~14.7 GiB
     ("openvino", "fp32"): 6.15,   # ~21.9 GiB
-    # ORT GenAI builder; the float graph goes to the INT4 quantizer from disk (export.ortgenai):
-    # dml-int4 2.04, dml-fp16 2.18, cpu-int4 2.47 B/param measured -> ~10 GiB at 3.8B
+    # ORT GenAI builder, the INT4 float graph going to the quantizer from disk (export.ortgenai).
+    # benchmarks/ortgenai_memory.py slopes per 113M-parameter layer: dml-int4 0.269, cpu-int4 0.285,
+    # dml-fp16 0.185 GiB = 2.55 / 2.70 / 1.75 B/param; 32 layers extrapolated 10.3 / 11.3 / 7.7 GiB
     ("ortgenai", "any"): 2.6,
-    # rtn / k_quant keep the builder's in-memory graph: dml 4.78, cpu-int4 (fp32 graph) 6.5 -> ~24 GiB
+    # rtn / k_quant keep the builder's in-memory graph: dml-int4 0.481, cpu-int4 (fp32 graph) 0.711 GiB
+    # per layer = 4.56 / 6.74 B/param; 32 layers extrapolated 17.6 / 26.0 GiB
     ("ortgenai", "int4-in-memory"): 6.5,
     ("npu", "any"): 5.0,          # transformers 4.x loads fp32 (4 B/param) + the compiled copy
     ("reference", "float32"): 4.2,

@@ -17,7 +17,6 @@ def run(params, backend: str, key: str, source_dir: Path, out_dir: Path) -> dict
     variants = getattr(params, backend).variants
     if key not in variants:
         raise ConfigError(f"params.yaml: {backend}.variants has no {key!r}", fix=f"use one of: {', '.join(variants)}")
-    kind = getattr(variants[key], "memory_kind", None) or getattr(variants[key], "weight_format", "any")
-    estimate = preflight.estimate_export(backend, kind, Path(source_dir))
+    estimate = preflight.estimate_export(backend, variants[key].memory_kind, Path(source_dir))
     preflight.require(f"export-{backend}@{key}", estimate)
     return importlib.import_module(f"{__name__}.{backend}").export(params, key, Path(source_dir), Path(out_dir))

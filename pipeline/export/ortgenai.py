@@ -12,7 +12,8 @@ for DirectML, fp32 for CPU) next to the memory-mapped checkpoint. :func:`unquant
 makes that one call write the graph to a temp ONNX file instead (``ir.save`` evaluates the builder's
 lazy casts one tensor at a time) and gives the quantizer a proto whose initializers point into that
 file; the quantizer reads each weight from disk as it quantizes it. The output is byte-identical
-(tested); peak RSS on real Phi-3-mini shapes goes from 0.45 to 0.22 GiB per layer (README).
+(tested); peak RSS per layer of real Phi-3-mini shapes goes from 0.48 to 0.27 GiB (dml-int4) and
+from 0.71 to 0.29 GiB (cpu-int4), benchmarks/ortgenai_memory.py (README).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config import Params, layer_widths
+from ..config import OrtGenAIVariant, Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import atomic_dir, read_json, write_json
 from ..sources.checkpoint import read_model_config
@@ -64,24 +65,12 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
     model_config = read_model_config(source_dir)
     variant.check_model(key, layer_widths(model_config))
 
-    from onnxruntime_genai.models.builder import create_model, parse_extra_options
-
-    extra = [f"{k}={v}" for k, v in variant.builder_extra_options().items()]
-    spill = {"spilled": 0}
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ortgenai-cache-") as cache:
-        log.info("building ORT GenAI %s (%s, %s%s)", key, variant.precision, variant.execution_provider,
-                 f", {' '.join(extra)}" if extra else "")
         try:
-            options = parse_extra_options(
-                model_name=str(source_dir), input_path=str(source_dir), output_dir=str(tmp),
-                precision=variant.precision, execution_provider=variant.execution_provider,
-                cache_dir=cache, extra_options=extra,
-            )
             # the spill file sits in the output's temp dir (same file system as the artifact, never a
             # RAM-backed /tmp; removed with it on failure, deleted right after the build on success)
-            with unquantized_graph_on_disk(tmp / SPILL_DIR, spill, enabled=variant.algo in (None, "default")):
-                create_model(str(source_dir), str(source_dir), str(tmp), variant.precision,
-                             variant.execution_provider, cache, **options)
+            with unquantized_graph_on_disk(tmp / SPILL_DIR, enabled=variant.int4_graph_on_disk) as spills:
+                run_builder(key, variant, source_dir, tmp, Path(cache))
         except (ValueError, KeyError, NotImplementedError) as err:
             raise ExportError(
                 f"params.yaml: ortgenai.variants.{key}: the ORT GenAI builder refused the model or options: "
@@ -105,12 +94,28 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "tokenizer": tok,
             "genai_config_dropped_defaults": dropped,
             # "disk": the float graph went to the quantizer from a temp file (unquantized_graph_on_disk)
-            "unquantized_graph": None if variant.precision != "int4" else ("disk" if spill["spilled"] else "memory"),
+            "unquantized_graph": None if variant.precision != "int4" else ("disk" if spills else "memory"),
             "min_runtime": MIN_RUNTIME,
             "toolchain": versions(),
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
+
+
+def run_builder(key: str, variant: OrtGenAIVariant, source_dir: Path, out: Path, cache: Path) -> None:
+    """The builder's Python entry (what its ``-m`` form runs) for one variant, options as extra_options."""
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    extra = [f"{k}={v}" for k, v in variant.builder_extra_options().items()]
+    log.info("building ORT GenAI %s (%s, %s%s)", key, variant.precision, variant.execution_provider,
+             f", {' '.join(extra)}" if extra else "")
+    options = parse_extra_options(
+        model_name=str(source_dir), input_path=str(source_dir), output_dir=str(out),
+        precision=variant.precision, execution_provider=variant.execution_provider,
+        cache_dir=str(cache), extra_options=extra,
+    )
+    create_model(str(source_dir), str(source_dir), str(out), variant.precision, variant.execution_provider,
+                 str(cache), **options)
 
 
 SPILL_DIR = ".aipc-unquantized"
@@ -126,10 +131,10 @@ def _spill_to_disk(model: Any, spill_dir: Path) -> Any:
     import onnx_ir as ir
 
     spill_dir.mkdir(parents=True, exist_ok=True)
-    path = spill_dir / "unquantized.onnx"
-    ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=1024)
+    path, data = spill_dir / "unquantized.onnx", spill_dir / "unquantized.onnx.data"
+    ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)
     proto = onnx.load(str(path), load_external_data=False)
-    data = str((spill_dir / (path.name + ".data")).resolve())
+    data = str(data.resolve())
     for t in proto.graph.initializer:
         for entry in t.external_data:
             if entry.key == "location":
@@ -138,12 +143,12 @@ def _spill_to_disk(model: Any, spill_dir: Path) -> Any:
 
 
 @contextlib.contextmanager
-def unquantized_graph_on_disk(spill_dir: Path, counter: dict[str, int], enabled: bool = True) -> Iterator[None]:
+def unquantized_graph_on_disk(spill_dir: Path, enabled: bool = True) -> Iterator[list[Path]]:
     """While the builder runs, its ``to_nbits`` gets the float graph from disk, not from memory.
 
     Wraps only the one ``ir.to_proto(self.model)`` call inside the builder's own ``to_nbits``;
     everything else (quantizer choice, mixed precision, exact overrides) is the builder's code.
-    ``counter["spilled"]`` counts the spills. The builder imports its classes as the top-level
+    Yields the list of spill folders used (empty: the graph stayed in memory). The builder imports its classes as the top-level
     module ``builders.base``; if that layout changes, this logs a warning and changes nothing.
 
     Only for the builder's default quantizer (``enabled``): its RTN / k_quant paths load weights
@@ -154,13 +159,16 @@ def unquantized_graph_on_disk(spill_dir: Path, counter: dict[str, int], enabled:
 
     import onnx_ir as ir
 
+    spills: list[Path] = []
     if not enabled:
-        yield
+        yield spills
         return
+    import onnxruntime_genai.models.builder  # noqa: F401  (puts its `builders` package on sys.path)
+
     base = sys.modules.get("builders.base")
     if base is None or not hasattr(getattr(base, "Model", None), "to_nbits"):
         log.warning("onnxruntime-genai builder layout not recognized: INT4 quantization runs in memory")
-        yield
+        yield spills
         return
     upstream_to_nbits = base.Model.to_nbits
     real_to_proto = ir.to_proto
@@ -168,8 +176,8 @@ def unquantized_graph_on_disk(spill_dir: Path, counter: dict[str, int], enabled:
     def to_nbits(self: Any) -> Any:
         def to_proto(obj: Any) -> Any:
             if obj is self.model:
-                counter["spilled"] += 1
-                return _spill_to_disk(obj, spill_dir / str(counter["spilled"]))
+                spills.append(spill_dir / str(len(spills) + 1))
+                return _spill_to_disk(obj, spills[-1])
             return real_to_proto(obj)
 
         with mock.patch.object(ir, "to_proto", to_proto):
@@ -177,7 +185,7 @@ def unquantized_graph_on_disk(spill_dir: Path, counter: dict[str, int], enabled:
 
     try:
         with mock.patch.object(base.Model, "to_nbits", to_nbits):
-            yield
+            yield spills
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
 
