@@ -60,7 +60,7 @@ def main() -> None:
     params = yaml.safe_load((ws / "params.yaml").read_text())
     ov4 = params["openvino"]["variants"]["int4"]
     npu_key, npu_variant = next(iter(params["npu"]["variants"].items()))
-    stages = ["download", "export-openvino@int4", "export-openvino@fp16", "export-ortgenai@dml-int4",
+    stages = ["download", "export-openvino-base", "export-openvino@int4", "export-openvino@fp16", "export-ortgenai@dml-int4",
               "export-ortgenai@dml-fp16", f"export-npu@{npu_key}"]
     if any(ov4.get(k) for k in ("gptq", "awq", "scale_estimation", "lora_correction")):
         stages.insert(1, "calibration")

@@ -41,3 +41,8 @@ def validate_metrics(backend: str, variant: str) -> Path:
 
 def calibration_dir() -> Path:
     return ARTIFACTS / "calibration"
+
+
+def openvino_base_dir() -> Path:
+    """The uncompressed IR every OpenVINO variant is compressed from (stage export-openvino-base)."""
+    return ARTIFACTS / "openvino-base"

@@ -22,9 +22,21 @@ def _export(params, backend: str, key: str):
 @click.argument("variant")
 @click.pass_obj
 def openvino(obj, variant: str) -> None:
-    """OpenVINO IR (model + tokenizer/detokenizer IR) for VARIANT of openvino.variants."""
+    """OpenVINO IR (model + tokenizer/detokenizer IR) for VARIANT of openvino.variants, compressed from artifacts/openvino-base."""
     out, record = _export(obj.params, "openvino", variant)
     click.echo(f"openvino/{variant}: {out} {record['effective']['weight_share_by_type']}")
+
+
+@command.command("openvino-base")
+@click.pass_obj
+def openvino_base(obj) -> None:
+    """The uncompressed OpenVINO IR (one PyTorch load + trace) every OpenVINO variant but fp32 is compressed from."""
+    from pipeline import paths
+    from pipeline.export import run_base
+
+    out = paths.openvino_base_dir()
+    record = run_base(obj.params, paths.source_dir(), out)
+    click.echo(f"openvino-base: {out} {record['effective']['weight_share_by_type']}")
 
 
 @command.command("ortgenai")

@@ -204,7 +204,11 @@ def test_data_aware_export_records_the_algorithm(embedded_dir, tmp_path):
     eval_16 = {tuple(ids[i:i + 16]) for ids in eval_ids for i in range(len(ids) - 15)}
     assert not {tuple(w[i:i + 16]) for w in wins.tolist() for i in range(len(w) - 15)} & eval_16
 
-    rec = openvino.export(p, "x", embedded_dir, tmp_path / "ov", calibration_dir=tmp_path / "cal")
+    from pipeline.export import run_base
+
+    run_base(p, embedded_dir, tmp_path / "base")
+    rec = openvino.export(p, "x", embedded_dir, tmp_path / "ov", calibration_dir=tmp_path / "cal",
+                          base_dir=tmp_path / "base")
     nncf = rec["effective"]["nncf"]
     assert (nncf["awq"], nncf["scale_estimation"], nncf["gptq"]) == ("True", "True", "False")
     assert nncf["mode"] == "int4_sym" and nncf["group_size"] == "64"

@@ -85,7 +85,7 @@ def make_source(src: Path, tiny: Path) -> None:
 def built(tmp_path_factory, tiny_phi3) -> Path:
     """A workspace with source, two real artifacts, metrics and their bundles (built once per module)."""
     from pipeline.config import parse_params
-    from pipeline.export import openvino, ortgenai
+    from pipeline.export import openvino, ortgenai, run_base
     from pipeline.package import build_bundle
 
     ws = tmp_path_factory.mktemp("publish") / "ws"
@@ -93,7 +93,9 @@ def built(tmp_path_factory, tiny_phi3) -> Path:
     (ws / "params.yaml").write_text(yaml.safe_dump(release_params(), sort_keys=False))
     params = parse_params(release_params())
     make_source(ws / "artifacts/source", tiny_phi3)
-    openvino.export(params, "int4", ws / "artifacts/source", ws / "artifacts/openvino/int4")
+    run_base(params, ws / "artifacts/source", ws / "artifacts/openvino-base")
+    openvino.export(params, "int4", ws / "artifacts/source", ws / "artifacts/openvino/int4",
+                    base_dir=ws / "artifacts/openvino-base")
     ortgenai.export(params, "cpu-int4", ws / "artifacts/source", ws / "artifacts/ortgenai/cpu-int4")
     write_json(ws / "metrics/smoke/openvino-int4.json", smoke_record("openvino"))
     write_json(ws / "metrics/smoke/ortgenai-cpu-int4.json", smoke_record("ortgenai"))

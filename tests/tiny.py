@@ -44,8 +44,9 @@ def tiny_config(name: str, layers: int = 2, heads: int = 2, intermediate: int = 
 
 
 def make_tiny_phi3(dest: Path, tokenizer_from: Path, name: str = "Phi-3-mini-4k-instruct", seed: int = 0,
-                   **shape) -> Path:
-    """Write a random-weight Phi-3 checkpoint (fp32 safetensors) of the real config ``name``."""
+                   dtype: str = "float32", **shape) -> Path:
+    """Write a random-weight Phi-3 checkpoint of the real config ``name`` (``dtype`` safetensors:
+    float32, or bfloat16 as the Hub ships Phi-3)."""
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
@@ -61,8 +62,8 @@ def make_tiny_phi3(dest: Path, tokenizer_from: Path, name: str = "Phi-3-mini-4k-
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
-    model.save_pretrained(dest, safe_serialization=True)
-    cfg["torch_dtype"] = "float32"
+    model.to(getattr(torch, dtype)).save_pretrained(dest, safe_serialization=True)
+    cfg["torch_dtype"] = dtype
     (dest / "config.json").write_text(json.dumps(cfg, indent=2))
     for f in TOKENIZER_FILES:
         if (tokenizer_from / f).exists():

@@ -115,6 +115,11 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
     if grid.calibration is not None and any(p.openvino.variants.get(n) is not None and p.openvino.variants[n].data_aware
                                             for _, n, p in points):
         build_calibration(points[0][2], source_dir, cal_dir)
+    base_dir = out_dir / "openvino-base"  # one trace for every OpenVINO point (export once, compress many)
+    if any(b == "openvino" and ov_export.from_base(p.openvino.variants[n]) for b, n, p in points):
+        from pipeline.export import run_base
+
+        run_base(points[0][2], source_dir, base_dir)
     rows_path = out_dir / "sweep.json"
     rows: list[dict[str, Any]] = []
     if only and rows_path.is_file():  # re-measure some points; keep the others' rows
@@ -128,7 +133,7 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
         log.info("sweep %s/%s: export", backend, name)
         t0 = time.perf_counter()
         if backend == "openvino":
-            record = ov_export.export(params, name, source_dir, folder, calibration_dir=cal_dir)
+            record = ov_export.export(params, name, source_dir, folder, calibration_dir=cal_dir, base_dir=base_dir)
             variant = params.openvino.variants[name]
         else:
             record = ort_export.export(params, name, source_dir, folder)
@@ -148,6 +153,8 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
         write_json(rows_path, rows)  # progress survives an interrupted sweep
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(base_dir, ignore_errors=True)
     finish(rows, grid, out_dir)
     return rows
 

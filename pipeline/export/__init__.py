@@ -20,3 +20,12 @@ def run(params, backend: str, key: str, source_dir: Path, out_dir: Path) -> dict
     estimate = preflight.estimate_export(backend, variants[key].memory_kind, Path(source_dir))
     preflight.require(f"export-{backend}@{key}", estimate)
     return importlib.import_module(f"{__name__}.{backend}").export(params, key, Path(source_dir), Path(out_dir))
+
+
+def run_base(params, source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The OpenVINO base IR (one PyTorch load + trace per model) that every OpenVINO variant but fp32 compresses."""
+    from .. import preflight
+    from . import openvino
+
+    preflight.require("export-openvino-base", preflight.estimate_export("openvino", "base", Path(source_dir)))
+    return openvino.export_base(params, Path(source_dir), Path(out_dir))

@@ -9,7 +9,10 @@ plus the shapes and element types of the compressed weight constants) because op
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 BACKEND = "openvino"
 EXPORT_JSON = "aipc_export.json"
 TASK = "text-generation-with-past"
+BASE = "base"  # the base IR's name in records (folder: artifacts/openvino-base)
+# any INT4 config: main_export reads only that one is set (no size-based INT8 default, no KV_CACHE_PRECISION)
+BASE_QUANTIZATION = {"bits": 4, "sym": True, "group_size": -1, "ratio": 1.0}
 REQUIRED_FILES = (
     "openvino_model.xml",
     "openvino_model.bin",
@@ -49,62 +55,126 @@ def disable_telemetry() -> None:
     OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
 
 
+def from_base(variant: OpenVINOVariant) -> bool:
+    """Whether the variant is compressed from the shared base IR (every format but fp32, which optimum-intel
+    traces from an fp32 PyTorch load of its own)."""
+    return variant.weight_format != "fp32"
+
+
+def _main_export(source_dir: Path, out: Path, ov_config) -> None:
+    """optimum-cli's first call (optimum/commands/export/openvino.py): load + trace PyTorch, write the IR."""
+    import warnings
+
+    import torch
+    from optimum.exporters.openvino.__main__ import main_export
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # expected while tracing
+    main_export(
+        model_name_or_path=str(source_dir),
+        output=out,
+        task=TASK,
+        framework="pt",
+        trust_remote_code=False,
+        ov_config=ov_config,
+        stateful=True,
+        convert_tokenizer=True,
+        library_name="transformers",
+    )
+
+
+def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The model's one PyTorch load and trace: the uncompressed IR every OpenVINO variant is made from.
+
+    This is ``main_export`` exactly as ``optimum-cli export openvino --weight-format int4|int8`` runs it
+    before its ``_main_quantize``: the source loaded in its own dtype (bf16 for Phi-3, 16-bit traced),
+    written uncompressed, with a quantization config set so optimum-intel's size-based INT8 default
+    (models over 1B parameters) does not apply. Which INT4/INT8 settings follow does not change this IR
+    (optimum reads only that *a* quantization config is set), so one base serves every variant.
+    """
+    disable_telemetry()
+    from optimum.intel.openvino.configuration import OVConfig
+
+    model_config = read_model_config(source_dir)
+    with atomic_dir(out_dir) as tmp:
+        log.info("exporting %s -> the OpenVINO base IR (one PyTorch load + trace for every variant)", source_dir)
+        try:
+            _main_export(source_dir, tmp, OVConfig(quantization_config=dict(BASE_QUANTIZATION)))
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"OpenVINO export of the base IR failed: {type(err).__name__}: {err}",
+                              fix="see the log above; check the source checkpoint loads with transformers") from err
+        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+        if missing:
+            raise ExportError(f"OpenVINO base export did not write {', '.join(missing)}",
+                              fix="check optimum-intel / openvino-tokenizers are installed (see pyproject.toml)")
+        record = {
+            "backend": BACKEND,
+            "variant": BASE,
+            "source_dtype": model_config.get("torch_dtype") or model_config.get("dtype"),
+            "effective": effective_settings(tmp / "openvino_model.xml"),
+            "toolchain": versions(),
+        }
+        write_json(tmp / EXPORT_JSON, record)
+    return record
+
+
 def export(params: Params, key: str, source_dir: Path, out_dir: Path,
-           calibration_dir: Path | None = None) -> dict[str, Any]:
+           calibration_dir: Path | None = None, base_dir: Path | None = None) -> dict[str, Any]:
     """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``.
 
-    Data-aware variants (``dataset: calibration``) read the calibration stage's windows from
-    ``calibration_dir`` (default ``artifacts/calibration``).
+    Every variant but fp32 is compressed from the base IR in ``base_dir`` (default
+    ``artifacts/openvino-base``, written by :func:`export_base`) with the same calls optimum-cli makes
+    after its own trace, so the weights are those of ``optimum-cli export openvino`` (tests/test_openvino.py
+    compares them byte for byte). Data-aware variants (``dataset: calibration``) read the calibration
+    stage's windows from ``calibration_dir`` (default ``artifacts/calibration``).
     """
+    from .. import paths
+
     variant = params.openvino.variants[key]
     model_config = read_model_config(source_dir)
     variant.check_model(key, layer_widths(model_config))
+    base = None
+    if from_base(variant):
+        base = Path(base_dir or paths.openvino_base_dir())
+        if not (base / EXPORT_JSON).is_file():
+            raise ExportError(f"{base}: no OpenVINO base IR (every OpenVINO variant but fp32 is compressed from it)",
+                              fix="run `dvc repro` (or `aipc export openvino-base`) first")
     calibration = None
     if variant.data_aware:
         from validation.calibration import load_calibration
 
-        from .. import paths
-
         calibration = load_calibration(calibration_dir or paths.calibration_dir())
     disable_telemetry()
 
-    import warnings
-
-    import torch
-    from optimum.exporters.openvino.__main__ import _main_quantize, main_export
-
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # expected while tracing
     from optimum.intel.openvino.configuration import OVConfig
 
     qcfg = variant.optimum_quantization_config()
-    ov_config = OVConfig(quantization_config=qcfg) if qcfg else OVConfig(dtype=variant.weight_format)
     with atomic_dir(out_dir) as tmp:
-        log.info("exporting %s -> OpenVINO %s (%s)", source_dir, key, _describe(variant))
+        log.info("exporting %s -> OpenVINO %s (%s)", base or source_dir, key, _describe(variant))
         try:
-            # The two calls optimum-cli's `export openvino` makes (optimum/commands/export/openvino.py).
-            main_export(
-                model_name_or_path=str(source_dir),
-                output=tmp,
-                task=TASK,
-                framework="pt",
-                trust_remote_code=False,
-                ov_config=ov_config,
-                stateful=True,
-                convert_tokenizer=True,
-                library_name="transformers",
-            )
-            if calibration is not None:
-                _quantize_with_calibration(source_dir, tmp, qcfg, calibration[1], variant.num_samples)
+            if base is None:
+                _main_export(source_dir, tmp, OVConfig(dtype=variant.weight_format))
             elif qcfg:
-                _main_quantize(
-                    model_name_or_path=str(source_dir),
-                    task=TASK,
-                    library_name="transformers",
-                    quantization_config=qcfg,
-                    output=tmp,
-                    cache_dir=None,
-                    trust_remote_code=False,
-                )
+                # optimum-cli's second call, on a copy of the base: it replaces openvino_model.xml/.bin
+                # (a new file, renamed over), so hard links share the base's bytes until then
+                _copy_base(base, tmp, link_model=True)
+                if calibration is not None:
+                    _quantize_with_calibration(source_dir, tmp, qcfg, calibration[1], variant.num_samples)
+                else:
+                    from optimum.exporters.openvino.__main__ import _main_quantize
+
+                    _main_quantize(
+                        model_name_or_path=str(source_dir),
+                        task=TASK,
+                        library_name="transformers",
+                        quantization_config=qcfg,
+                        output=tmp,
+                        cache_dir=None,
+                        trust_remote_code=False,
+                    )
+                _unshare(base, tmp)
+            else:
+                _copy_base(base, tmp, link_model=False)
+                fp16_from_base(base, tmp, model_config)
         except Exception as err:  # noqa: BLE001
             if type(err).__name__ == "InvalidGroupSizeError":
                 raise ExportError(
@@ -123,6 +193,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
             "variant": key,
             "params": variant.model_dump(mode="json"),
             "algorithm": variant.algorithm,
+            "from_base": base is not None,
             "calibration": _calibration_record(calibration, variant.num_samples),
             "effective": effective_settings(tmp / "openvino_model.xml"),
             **({"npu_blob": precompile_npu_blob(tmp)} if variant.target_device == "npu" else {}),
@@ -130,6 +201,82 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
         }
         write_json(tmp / EXPORT_JSON, record)
     return record
+
+
+MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+
+
+def _copy_base(base: Path, dest: Path, link_model: bool) -> None:
+    """The base's files in ``dest``: copies of everything but the model IR, which is hard-linked
+    (``link_model``: the compression replaces it) or left out (FP16 writes its own)."""
+    for src in sorted(base.iterdir()):
+        if src.name == EXPORT_JSON or not src.is_file():
+            continue
+        if src.name in MODEL_FILES:
+            if not link_model:
+                continue
+            try:
+                os.link(src, dest / src.name)
+                continue
+            except OSError:  # another file system, or links refused: copy
+                pass
+        shutil.copy2(src, dest / src.name)
+
+
+def _unshare(base: Path, dest: Path) -> None:
+    """Replace any file of ``dest`` that is still a hard link of the base's by a copy, so the artifact
+    never shares an inode with the base (DVC moves artifact files into its cache)."""
+    for f in dest.iterdir():
+        twin = base / f.name
+        if f.is_file() and twin.is_file() and os.path.samefile(f, twin):
+            log.warning("%s was not rewritten by the compression; copying it out of the base", f.name)
+            f.unlink()
+            shutil.copy2(twin, f)
+
+
+def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None:
+    """``optimum-cli export openvino --weight-format fp16`` from the base IR instead of a second trace.
+
+    optimum-cli loads a bf16 source as fp16 and saves with ``compress_to_fp16``; the base holds the
+    bf16 weights. Converting each bf16 constant to f16 (bf16 -> f32 is exact; f32 -> f16 rounds to
+    nearest even, as torch's bf16 -> fp16 cast does) and saving with ``compress_to_fp16`` gives the
+    same ``openvino_model.bin`` byte for byte and the same logits (tests/test_openvino.py). Also as
+    optimum does for unquantized models: the ``KV_CACHE_PRECISION=f16`` runtime option, and
+    ``config.json`` recording the fp16 load.
+    """
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13
+
+    model = ov.Core().read_model(str(base / "openvino_model.xml"))
+    converted = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.bf16:
+            continue
+        # OpenVINO hands bf16 data out as its raw 16-bit patterns (numpy has no bfloat16)
+        bits = np.asarray(op.data).view(np.uint16)
+        f16 = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float16)
+        del bits
+        new = opset13.constant(f16, dtype=ov.Type.f16)
+        del f16
+        new.set_friendly_name(op.get_friendly_name())
+        new.output(0).get_tensor().set_names(op.output(0).get_tensor().get_names())
+        for target in list(op.output(0).get_target_inputs()):
+            target.replace_source_output(new.output(0))
+        converted += 1
+    model.validate_nodes_and_infer_types()
+    model.set_rt_info("f16", ["runtime_options", "KV_CACHE_PRECISION"])
+    log.info("fp16 from the base IR: %d bf16 weight constants converted to f16", converted)
+    ov.save_model(model, str(dest / "openvino_model.xml"), compress_to_fp16=True)
+    del model
+    source_dtype = model_config.get("torch_dtype") or model_config.get("dtype")
+    if source_dtype in ("bfloat16", "float16"):  # optimum loads 16-bit sources as fp16 for an fp16 export
+        cfg_path = dest / "config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        for k in ("dtype", "torch_dtype"):
+            if k in cfg:
+                cfg[k] = "float16"
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _calibration_record(calibration, num_samples: int | None) -> dict[str, Any] | None:
@@ -222,7 +369,7 @@ def effective_settings(xml: Path) -> dict[str, Any]:
         n = 1
         for d in shape:
             n *= d
-        if n < 4096:  # scales, zero points, small constants
+        if n < 4096 or (len(shape) == 3 and shape[-1] == 1):  # small constants; scales / asym zero points [out, groups, 1]
             continue
         counts[et] += 1
         params_by_type[et] += n
