@@ -102,10 +102,7 @@ def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, An
         except Exception as err:  # noqa: BLE001
             raise ExportError(f"OpenVINO export of the base IR failed: {type(err).__name__}: {err}",
                               fix="see the log above; check the source checkpoint loads with transformers") from err
-        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
-        if missing:
-            raise ExportError(f"OpenVINO base export did not write {', '.join(missing)}",
-                              fix="check optimum-intel / openvino-tokenizers are installed (see pyproject.toml)")
+        _require_files(tmp, "the base IR")
         record = {
             "backend": BACKEND,
             "variant": BASE,
@@ -184,10 +181,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
                 ) from None
             raise ExportError(f"OpenVINO export of variant {key!r} failed: {type(err).__name__}: {err}",
                               fix="see the log above; check the source checkpoint loads with transformers") from err
-        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
-        if missing:
-            raise ExportError(f"OpenVINO export of {key!r} did not write {', '.join(missing)}",
-                              fix="check optimum-intel / openvino-tokenizers are installed (see pyproject.toml)")
+        _require_files(tmp, repr(key))
         record = {
             "backend": BACKEND,
             "variant": key,
@@ -204,6 +198,13 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
 
 
 MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+
+
+def _require_files(folder: Path, what: str) -> None:
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ExportError(f"OpenVINO export of {what} did not write {', '.join(missing)}",
+                          fix="check optimum-intel / openvino-tokenizers are installed (see pyproject.toml)")
 
 
 def _copy_base(base: Path, dest: Path, link_model: bool) -> None:
@@ -234,6 +235,51 @@ def _unshare(base: Path, dest: Path) -> None:
             shutil.copy2(twin, f)
 
 
+_CHUNK = 1 << 22  # elements per bf16 -> f16 conversion step
+
+
+class _MappedPages:
+    """Drop a memory-mapped file's pages from this process once they are read for the last time.
+
+    Resident pages of a mapped file count in the process's RSS until it unmaps the file, which OpenVINO
+    does only when the model is destroyed: converting every weight of a mapped IR would hold the old
+    and the new weights at once (measured at 2 Phi-3-mini layers: 1388 MiB vs 381 MiB with this).
+    ``madvise(MADV_DONTNEED)`` on whole pages inside an array that lies in a read-only mapping of
+    ``path`` (checked in /proc/self/maps) releases them; a later read would fault them in from the
+    file again, so nothing is lost. Elsewhere (no /proc, no libc) it does nothing.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, path: Path):
+        self.ranges: list[tuple[int, int]] = []
+        self.madvise = None
+        try:
+            import ctypes
+
+            target = str(Path(path).resolve())
+            for line in Path("/proc/self/maps").read_text().splitlines():
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5] == target and "w" not in parts[1]:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    self.ranges.append((lo, hi))
+            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+            self.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        except (OSError, AttributeError):
+            self.ranges = []
+
+    def __call__(self, array) -> None:
+        import mmap
+
+        if not self.ranges or self.madvise is None:
+            return
+        page = mmap.PAGESIZE
+        addr = array.ctypes.data
+        start, end = -(-addr // page) * page, (addr + array.nbytes) // page * page  # whole pages inside
+        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
+            self.madvise(start, end - start, self.MADV_DONTNEED)
+
+
 def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None:
     """``optimum-cli export openvino --weight-format fp16`` from the base IR instead of a second trace.
 
@@ -248,14 +294,20 @@ def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None
     import openvino as ov
     from openvino import opset13
 
-    model = ov.Core().read_model(str(base / "openvino_model.xml"))
+    model = ov.Core().read_model(str(base / "openvino_model.xml"))  # the .bin is memory-mapped
+    release = _MappedPages(base / "openvino_model.bin")
     converted = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.bf16:
             continue
         # OpenVINO hands bf16 data out as its raw 16-bit patterns (numpy has no bfloat16)
         bits = np.asarray(op.data).view(np.uint16)
-        f16 = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float16)
+        f16 = np.empty(bits.shape, np.float16)
+        flat_in, flat_out = bits.reshape(-1), f16.reshape(-1)
+        for i in range(0, flat_in.size, _CHUNK):  # in chunks: a whole f32 copy of the embedding is 0.6 GiB at 3.8B
+            flat_out[i:i + _CHUNK] = (flat_in[i:i + _CHUNK].astype(np.uint32) << 16).view(np.float32)
+        del flat_in, flat_out
+        release(bits)  # the bf16 pages are read for the last time: drop them, or they and the f16 copy add up
         del bits
         new = opset13.constant(f16, dtype=ov.Type.f16)
         del f16
