@@ -243,8 +243,9 @@ class OpenVINOVariant(_Strict):
 
     @property
     def memory_kind(self) -> str:
-        """The RAM preflight's row (pipeline.preflight.PER_PARAM)."""
-        return self.weight_format
+        """The RAM preflight's row (pipeline.preflight.PER_PARAM): data-aware INT4 runs the model on the
+        calibration windows, which costs far more than compressing it."""
+        return f"{self.weight_format}-data-aware" if self.data_aware else self.weight_format
 
     def check_model(self, key: str, shapes: dict[str, int]) -> None:
         """Check the group size against the model's layer widths (input channels)."""
