@@ -19,6 +19,16 @@ import sys
 import time
 
 
+def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``y = a + b * x`` (peak RSS is linear in layers); returns ``(a, b)``."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
 def measure(cmd: list[str], **kw) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, **kw)

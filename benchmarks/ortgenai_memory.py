@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import measure  # noqa: E402
+from measure import fit_line, measure  # noqa: E402
 
 
 def make_real_shape(dest: Path, layers: int, tokenizer_from: Path) -> Path:
@@ -107,10 +107,9 @@ def main() -> None:
             shutil.rmtree(ws / "artifacts" / "ortgenai", ignore_errors=True)
     fit = {}
     for name, rs in rows.items():
-        (a_l, a), (b_l, b) = (rs[0]["layers"], rs[0]["peak_rss_gib"]), (rs[-1]["layers"], rs[-1]["peak_rss_gib"])
-        per_layer = (b - a) / (b_l - a_l)
-        fit[name] = {"per_layer_gib": round(per_layer, 3), "base_gib": round(a - per_layer * a_l, 3),
-                     "extrapolated_32_layers_gib": round(a + per_layer * (32 - a_l), 2)}
+        base, per_layer = fit_line([(r["layers"], r["peak_rss_gib"]) for r in (rs[0], rs[-1])])  # first and last
+        fit[name] = {"per_layer_gib": round(per_layer, 3), "base_gib": round(base, 3),
+                     "extrapolated_32_layers_gib": round(base + per_layer * 32, 2)}
     print(json.dumps({"variant": args.variant, **fit,
                       "ratio_32_layers": round(fit["ours"]["extrapolated_32_layers_gib"]
                                                / fit["baseline"]["extrapolated_32_layers_gib"], 2)}))

@@ -32,6 +32,8 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from measure import fit_line  # noqa: E402
+
 REAL_LAYERS = 32
 TARGET_GIB = 16.0
 OPEN_GATES = {"max_ppl_ratio": 100, "min_top1_agreement": 0.0, "max_kl_mean": 50, "max_kl_p99": 100,
@@ -69,16 +71,6 @@ def run_at(layers: int, work: Path, targets: list[str], env: dict) -> dict[str, 
     return {p.stem: json.loads(p.read_text()) for p in sorted((ws / "metrics" / "cost").glob("*.json"))}
 
 
-def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares a + b * x."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-    return my - b * mx, b
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, nargs="+", default=[REAL_LAYERS])
@@ -98,7 +90,7 @@ def main() -> None:
         rss = [(n, c["peak_rss_mib"] / 1024) for n, c in pts]
         wall = [(n, c["wall_s"]) for n, c in pts]
         if len(pts) > 1:
-            (a, b), (wa, wb) = fit(rss), fit(wall)
+            (a, b), (wa, wb) = fit_line(rss), fit_line(wall)
             peak, secs, how = a + b * REAL_LAYERS, wa + wb * REAL_LAYERS, f"fit on {', '.join(str(n) for n, _ in pts)} layers"
         else:
             peak, secs, how = rss[-1][1], wall[-1][1], f"measured at {pts[-1][0]} layers"

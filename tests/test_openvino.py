@@ -8,7 +8,7 @@ OpenVINO's per-process node counters (``Constant_14587``); and the same logits, 
 from __future__ import annotations
 
 import copy
-import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from pipeline.config import deep_merge, parse_params
+from pipeline.fsutil import sha256_file
 
 try:
     from .tiny import make_tiny_phi3
@@ -39,10 +40,6 @@ CASES = {
     "int8": ({"weight_format": "int8"}, ["--weight-format", "int8"]),
     "fp16": ({"weight_format": "fp16"}, ["--weight-format", "fp16"]),
 }
-
-
-def _md5(p: Path) -> str:
-    return hashlib.md5(p.read_bytes()).hexdigest()
 
 
 def _xml(p: Path) -> str:
@@ -94,7 +91,7 @@ def test_variant_from_the_base_equals_optimum_cli(exports, key):
         if name.endswith(".xml"):
             assert _xml(mine / name) == _xml(theirs / name), name
         else:
-            assert _md5(mine / name) == _md5(theirs / name), name
+            assert sha256_file(mine / name) == sha256_file(theirs / name), name
     assert np.array_equal(_logits(mine / "openvino_model.xml"), _logits(theirs / "openvino_model.xml"))
     assert ours[key]["from_base"] is True
     # the artifact shares no inode with the base (DVC moves artifact files into its cache)
@@ -106,7 +103,7 @@ def test_variant_from_the_base_equals_optimum_cli(exports, key):
 @pytest.mark.slow
 def test_base_is_the_uncompressed_trace_in_the_source_dtype(exports):
     tmp, base, ours = exports
-    rec = __import__("json").loads((base / "aipc_export.json").read_text())
+    rec = json.loads((base / "aipc_export.json").read_text())
     share = rec["effective"]["weight_share_by_type"]
     want = {"bfloat16": "bf16", "float32": "f32"}[rec["source_dtype"]]
     assert share.get(want, 0) > 0.99, share

@@ -61,6 +61,11 @@ def from_base(variant: OpenVINOVariant) -> bool:
     return variant.weight_format != "fp32"
 
 
+def _source_dtype(model_config: dict[str, Any]) -> str | None:
+    """The checkpoint's stored dtype (transformers 4 writes ``torch_dtype``, 5 writes ``dtype``)."""
+    return model_config.get("torch_dtype") or model_config.get("dtype")
+
+
 def _main_export(source_dir: Path, out: Path, ov_config) -> None:
     """optimum-cli's first call (optimum/commands/export/openvino.py): load + trace PyTorch, write the IR."""
     import warnings
@@ -106,7 +111,7 @@ def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, An
         record = {
             "backend": BACKEND,
             "variant": BASE,
-            "source_dtype": model_config.get("torch_dtype") or model_config.get("dtype"),
+            "source_dtype": _source_dtype(model_config),
             "effective": effective_settings(tmp / "openvino_model.xml"),
             "toolchain": versions(),
         }
@@ -321,8 +326,7 @@ def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None
     log.info("fp16 from the base IR: %d bf16 weight constants converted to f16", converted)
     ov.save_model(model, str(dest / "openvino_model.xml"), compress_to_fp16=True)
     del model
-    source_dtype = model_config.get("torch_dtype") or model_config.get("dtype")
-    if source_dtype in ("bfloat16", "float16"):  # optimum loads 16-bit sources as fp16 for an fp16 export
+    if _source_dtype(model_config) in ("bfloat16", "float16"):  # optimum loads 16-bit sources as fp16 for an fp16 export
         cfg_path = dest / "config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         for k in ("dtype", "torch_dtype"):
