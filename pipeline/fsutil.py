@@ -108,6 +108,57 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class MappedPages:
+    """Drop a memory-mapped file's pages from this process once they are read for the last time.
+
+    Resident pages of a mapped file count in the process's RSS until the file is unmapped, which
+    happens only when the last tensor or model on the mapping is destroyed: converting every weight
+    of a mapped model (a bf16 IR to f16, a bf16 checkpoint to fp32) would hold the old and the new
+    weights at once (2 Phi-3-mini layers, the OpenVINO FP16 conversion: 1388 MiB vs 381 MiB with
+    this). ``madvise(MADV_DONTNEED)`` on the whole pages inside a range that lies in a read-only or a
+    private mapping of one of ``paths`` (checked in /proc/self/maps) releases them; a later read
+    faults them in from the file again, so a weight that was not written reads back unchanged. Call
+    it only on data that is no longer needed or was never written. Elsewhere (an anonymous or shared
+    writable mapping, no /proc, no libc) it does nothing.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, *paths: str | os.PathLike):
+        self.ranges: list[tuple[int, int]] = []
+        self.madvise = None
+        try:
+            import ctypes
+
+            targets = {str(Path(p).resolve()) for p in paths}
+            for line in Path("/proc/self/maps").read_text().splitlines():
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5] in targets and ("w" not in parts[1] or parts[1][3] == "p"):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    self.ranges.append((lo, hi))
+            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+            self.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        except (OSError, AttributeError):
+            self.ranges = []
+
+    def release(self, addr: int, nbytes: int) -> int:
+        """Drop the whole pages inside ``[addr, addr + nbytes)``; the bytes dropped (0 outside the mappings)."""
+        import mmap
+
+        if not self.ranges or self.madvise is None:
+            return 0
+        page = mmap.PAGESIZE
+        start, end = -(-addr // page) * page, (addr + nbytes) // page * page
+        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
+            if self.madvise(start, end - start, self.MADV_DONTNEED) == 0:
+                return end - start
+        return 0
+
+    def __call__(self, array) -> int:
+        """``release`` of a numpy array's bytes."""
+        return self.release(array.ctypes.data, array.nbytes)
+
+
 def dir_size(root: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
 

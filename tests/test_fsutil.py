@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fsutil import atomic_dir, dump_json, file_table, write_json
+from pipeline.fsutil import MappedPages, atomic_dir, dump_json, file_table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +59,43 @@ def test_json_is_deterministic_and_world_readable(tmp_path):
     assert oct((tmp_path / "x.json").stat().st_mode & 0o777) == "0o644"
     t = file_table(tmp_path)
     assert list(t) == ["x.json"] and t["x.json"]["size"] == (tmp_path / "x.json").stat().st_size
+
+
+def _rss_file_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile")
+
+
+@pytest.mark.parametrize("mode", ["r", "c"])  # read-only, and private copy-on-write (torch maps checkpoints so)
+def test_mapped_pages_are_dropped_after_their_last_read_and_refault_unchanged(tmp_path, mode):
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(0, 2**16, 32 << 20, dtype=np.uint16)  # 64 MiB
+    (tmp_path / "w.bin").write_bytes(data.tobytes())
+    mapped = np.memmap(tmp_path / "w.bin", dtype=np.uint16, mode=mode)
+    total = int(mapped.sum(dtype=np.uint64))  # every page read
+    before = _rss_file_mib()
+    dropped = MappedPages(tmp_path / "w.bin")(mapped)
+    after = _rss_file_mib()
+    assert dropped == 64 << 20 and before - after > 60, (dropped, before, after)
+    assert int(mapped.sum(dtype=np.uint64)) == total == int(data.sum(dtype=np.uint64))
+    # an array outside any mapping of that file (here: the heap) is left alone
+    assert MappedPages(tmp_path / "w.bin")(data) == 0
+    assert int(data.sum(dtype=np.uint64)) == total
+
+
+def test_mapped_pages_leave_shared_writable_mappings_and_partial_pages_alone(tmp_path):
+    import mmap
+
+    import numpy as np
+
+    (tmp_path / "w.bin").write_bytes(bytes(4 * mmap.PAGESIZE))
+    shared = np.memmap(tmp_path / "w.bin", dtype=np.uint8, mode="r+")
+    shared[:] = 7  # dirty shared pages: dropping them would be the kernel's business, not ours
+    assert MappedPages(tmp_path / "w.bin")(shared) == 0
+    ro = np.memmap(tmp_path / "w.bin", dtype=np.uint8, mode="r")
+    # a range that covers no whole page (the rest of those pages may belong to a neighbour) is left alone
+    assert MappedPages(tmp_path / "w.bin").release(ro.ctypes.data + 1, mmap.PAGESIZE) == 0
+    assert MappedPages(tmp_path / "w.bin").release(ro.ctypes.data + 1, 2 * mmap.PAGESIZE) == mmap.PAGESIZE

@@ -120,26 +120,3 @@ def test_variant_without_a_base_says_how_to_build_it(tmp_path, embedded_dir):
         openvino.export(params, "int4", embedded_dir, tmp_path / "out", base_dir=tmp_path / "nope")
     assert "no OpenVINO base IR" in str(err.value) and "aipc export openvino-base" in err.value.fix
     assert not (tmp_path / "out").exists()
-
-
-def test_mapped_pages_are_dropped_after_their_last_read_and_refault_unchanged(tmp_path):
-    from pipeline.export.openvino import _MappedPages
-
-    def rss_file_mib() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssFile:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no RssFile")
-
-    data = np.random.default_rng(0).integers(0, 2**16, 32 << 20, dtype=np.uint16)  # 64 MiB
-    (tmp_path / "w.bin").write_bytes(data.tobytes())
-    mapped = np.memmap(tmp_path / "w.bin", dtype=np.uint16, mode="r")
-    total = int(mapped.sum(dtype=np.uint64))  # every page read
-    before = rss_file_mib()
-    _MappedPages(tmp_path / "w.bin")(mapped)
-    after = rss_file_mib()
-    assert before - after > 60, (before, after)
-    assert int(mapped.sum(dtype=np.uint64)) == total == int(data.sum(dtype=np.uint64))
-    # an array outside any mapping of that file (here: the heap) is left alone
-    _MappedPages(tmp_path / "w.bin")(data)
-    assert int(data.sum(dtype=np.uint64)) == total

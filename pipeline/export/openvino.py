@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import OpenVINOVariant, Params, layer_widths
 from ..errors import ExportError
-from ..fsutil import atomic_dir, write_json
+from ..fsutil import MappedPages, atomic_dir, write_json
 from ..sources.checkpoint import read_model_config
 from ..toolchain import versions
 
@@ -243,48 +243,6 @@ def _unshare(base: Path, dest: Path) -> None:
 _CHUNK = 1 << 22  # elements per bf16 -> f16 conversion step
 
 
-class _MappedPages:
-    """Drop a memory-mapped file's pages from this process once they are read for the last time.
-
-    Resident pages of a mapped file count in the process's RSS until it unmaps the file, which OpenVINO
-    does only when the model is destroyed: converting every weight of a mapped IR would hold the old
-    and the new weights at once (measured at 2 Phi-3-mini layers: 1388 MiB vs 381 MiB with this).
-    ``madvise(MADV_DONTNEED)`` on whole pages inside an array that lies in a read-only mapping of
-    ``path`` (checked in /proc/self/maps) releases them; a later read would fault them in from the
-    file again, so nothing is lost. Elsewhere (no /proc, no libc) it does nothing.
-    """
-
-    MADV_DONTNEED = 4
-
-    def __init__(self, path: Path):
-        self.ranges: list[tuple[int, int]] = []
-        self.madvise = None
-        try:
-            import ctypes
-
-            target = str(Path(path).resolve())
-            for line in Path("/proc/self/maps").read_text().splitlines():
-                parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5] == target and "w" not in parts[1]:
-                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    self.ranges.append((lo, hi))
-            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
-            self.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        except (OSError, AttributeError):
-            self.ranges = []
-
-    def __call__(self, array) -> None:
-        import mmap
-
-        if not self.ranges or self.madvise is None:
-            return
-        page = mmap.PAGESIZE
-        addr = array.ctypes.data
-        start, end = -(-addr // page) * page, (addr + array.nbytes) // page * page  # whole pages inside
-        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
-            self.madvise(start, end - start, self.MADV_DONTNEED)
-
-
 def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None:
     """``optimum-cli export openvino --weight-format fp16`` from the base IR instead of a second trace.
 
@@ -300,7 +258,7 @@ def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None
     from openvino import opset13
 
     model = ov.Core().read_model(str(base / "openvino_model.xml"))  # the .bin is memory-mapped
-    release = _MappedPages(base / "openvino_model.bin")
+    release = MappedPages(base / "openvino_model.bin")
     converted = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.bf16:
