@@ -300,13 +300,22 @@ class OpenVINORuntime(_Strict):
     performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"
     num_streams: int = Field(default=1, ge=1, le=64)
     cache_dir: str = Field(default=".cache/openvino", min_length=1)
+    # The CPU plugin's activation precision. Left to OpenVINO ("default") it is bf16 on a CPU with
+    # AVX512-BF16 or AMX and f32 elsewhere, so the same artifact's smoke answers and accuracy would
+    # depend on the build machine (measured: the embedded FP16 IR, optimum-cli's as well as ours,
+    # answers the capital question wrongly at bf16 on an AMD EPYC with AVX512-BF16, rightly at f32).
+    # f32 measures the artifact's weights, on any machine; an AI PC's GPU/NPU runs f16 regardless.
+    inference_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
 
     def properties(self) -> dict[str, str]:
-        return {
+        props = {
             "PERFORMANCE_HINT": self.performance_hint,
             "NUM_STREAMS": str(self.num_streams),
             "CACHE_DIR": self.cache_dir,
         }
+        if self.inference_precision != "default":
+            props["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        return props
 
 
 class OpenVINOSection(_Strict):

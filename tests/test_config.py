@@ -139,3 +139,16 @@ def test_params_are_frozen():
     p = Params.model_validate(RELEASE)
     with pytest.raises(Exception):
         p.smoke.max_new_tokens = 3  # type: ignore[misc]
+
+
+def test_openvino_cpu_precision_is_pinned_to_f32_unless_left_to_openvino():
+    """Left to OpenVINO, the CPU plugin computes in bf16 on AVX512-BF16/AMX machines: the gates would
+    depend on the build machine."""
+    props = parse_params(copy.deepcopy(RELEASE)).openvino.runtime.properties()
+    assert props["INFERENCE_PRECISION_HINT"] == "f32"
+    assert props["PERFORMANCE_HINT"] == "LATENCY" and props["NUM_STREAMS"] == "1"
+    assert "INFERENCE_PRECISION_HINT" not in parse_params(
+        with_("openvino.runtime.inference_precision", "default")).openvino.runtime.properties()
+    with pytest.raises(ConfigError) as err:
+        parse_params(with_("openvino.runtime.inference_precision", "fp32"))
+    assert "inference_precision" in str(err.value)

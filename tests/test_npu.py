@@ -101,6 +101,23 @@ def test_setup_second_run_is_a_fast_noop(npu_python):
     assert elapsed < 5, f"second setup run took {elapsed:.1f}s"
 
 
+def test_compile_guard_digest_sees_a_changed_weight(npu_python):
+    """The check that compiling left embeddings and norms untouched compares digests, not copies."""
+    code = (
+        "import torch\n"
+        "from aipc_npu.model import _digest\n"
+        "for t in (torch.randn(300, 7), torch.randn(300, 7).to(torch.bfloat16), torch.randn(7, 300).t()):\n"
+        "    d = _digest(t)\n"
+        "    assert _digest(t.clone()) == d\n"
+        "    t[3, 2] += 1\n"
+        "    assert _digest(t) != d\n"
+        "assert _digest(torch.zeros(2, 3)) != _digest(torch.zeros(3, 2))\n"
+        "print('ok')\n")
+    r = subprocess.run([str(npu_python), "-c", code], cwd=ROOT / "envs" / "npu", capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_second_env_reuses_the_cached_wheel(npu_python, tmp_path):
     """A second environment installs the cached library wheel: cmake is shadowed by a failing
