@@ -5,6 +5,7 @@ stage's wall time and peak RSS (its `metrics/cost/*.json`, children included).
     .venv/bin/python benchmarks/scale.py                      # all 32 layers (3.9B parameters), every stage
     .venv/bin/python benchmarks/scale.py --layers 2 4         # 2 and 4 layers, fitted and extrapolated to 32
     .venv/bin/python benchmarks/scale.py --layers 2 4 --targets export-openvino reference
+    .venv/bin/python benchmarks/scale.py --layers 2 4 --data-free-int4  # every stage, INT4 round-to-nearest
 
 With several layer counts, each stage's peak is fitted as a + b * layers (peak RSS is linear in layers:
 the 2-4 layer line predicted 8 layers within 0.02 GiB) and extrapolated to the real 32. The vocabulary
@@ -40,16 +41,25 @@ OPEN_GATES = {"max_ppl_ratio": 100, "min_top1_agreement": 0.0, "max_kl_mean": 50
               "min_tokenizer_agreement": 0.0, "min_prefix_agreement": 0.0, "smoke_must_pass": False}
 
 
-def profile(ckpt: Path) -> dict:
-    return {
+# --data-free-int4: the INT4 variant round-to-nearest (as the seed's optimum-cli command), so the stages
+# after it can be measured without the data-aware export's hours; its peak is measured on its own
+DATA_FREE_INT4 = {"gptq": False, "scale_estimation": False, "awq": False, "lora_correction": False, "dataset": None,
+                  "num_samples": None}
+
+
+def profile(ckpt: Path, data_free_int4: bool = False) -> dict:
+    prof = {
         "model": {"name": "phi-3-mini-4k-random", "source": "local", "path": str(ckpt), "repo_id": None,
                   "revision": None},
         "smoke": {"max_repeat_ngram_ratio": 1.0},
         "validation": {"gates": {"default": OPEN_GATES, "variants": None}},
     }
+    if data_free_int4:
+        prof["openvino"] = {"variants": {"int4": DATA_FREE_INT4}}
+    return prof
 
 
-def run_at(layers: int, work: Path, targets: list[str], env: dict) -> dict[str, dict]:
+def run_at(layers: int, work: Path, targets: list[str], env: dict, data_free_int4: bool = False) -> dict[str, dict]:
     """One workspace on a ``layers``-layer checkpoint; ``dvc repro`` of ``targets``; the cost metrics."""
     from pipeline.sources.embedded import embedded_checkpoint
 
@@ -58,7 +68,7 @@ def run_at(layers: int, work: Path, targets: list[str], env: dict) -> dict[str, 
     subprocess.run([sys.executable, str(Path(__file__).parent / "ortgenai_memory.py"), "--make", str(ckpt),
                     str(layers), str(embedded_checkpoint())], check=True, env=env)
     prof = work / f"profile{layers}.yaml"
-    prof.write_text(yaml.safe_dump(profile(ckpt), sort_keys=False))
+    prof.write_text(yaml.safe_dump(profile(ckpt, data_free_int4), sort_keys=False))
     ws = work / f"ws{layers}"
     subprocess.run([str(BIN / "aipc"), "-q", "workspace", "init", str(ws), "--profile", str(prof)], check=True,
                    env=env, cwd=ROOT)
@@ -77,12 +87,15 @@ def main() -> None:
     ap.add_argument("--targets", nargs="*", default=[], help="dvc repro targets (default: the whole pipeline)")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp dir under the repo (not /tmp)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--data-free-int4", action="store_true",
+                    help="the INT4 variant round-to-nearest (the seed's flags) instead of GPTQ + scale estimation")
     args = ap.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
            "AIPC_SKIP_MEMORY_CHECK": "1",  # measuring the estimate's inputs: never refuse
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     with tempfile.TemporaryDirectory(dir=args.workdir or ROOT, prefix=".scale-") as tmp:
-        by_layers = {n: run_at(n, Path(tmp) / f"l{n}", args.targets, env) for n in sorted(args.layers)}
+        by_layers = {n: run_at(n, Path(tmp) / f"l{n}", args.targets, env, args.data_free_int4)
+                     for n in sorted(args.layers)}
     stages = sorted({s for costs in by_layers.values() for s in costs})
     rows = []
     for stage in stages:

@@ -110,7 +110,8 @@ def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspa
     assert ran_stages(r.stdout + r.stderr) == []
     assert "Data and pipelines are up to date" in r.stdout
     noop_s = time.perf_counter() - t0
-    assert noop_s < 10, f"no-op repro took {noop_s:.1f}s"
+    # 1.4-1.7 s measured (README); the 3 s, with room for a CI runner's load
+    assert noop_s < 6, f"no-op repro took {noop_s:.1f}s"
 
     before = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
     params = yaml.safe_load((ws / "params.yaml").read_text())
