@@ -251,7 +251,7 @@ def test_preflight_estimates_on_real_phi3_mini_shapes(tmp_path):
                         ("ortgenai", "any"), ("ortgenai", "int4-in-memory"), ("reference", "float32"))}
     # the measured 32-layer peaks (README, benchmarks/scale.py at 3.9B) within ~15%
     assert 7 < gib["openvino-base"] < 9.5 and 7 < gib["openvino-fp16"] < 9.5, gib
-    assert 2 < gib["openvino-int4"] < 3.5 and 12.5 < gib["openvino-int4-data-aware"] < 16, gib
+    assert 8 < gib["openvino-int4"] < 11 and 12.5 < gib["openvino-int4-data-aware"] < 16, gib
     assert 13.5 < gib["reference-float32"] < 17.5, gib  # 15.7 GiB measured
     # ORT GenAI (README): 10.3 (dml-int4) .. 11.3 GiB (cpu-int4) with the graph quantized from disk; in memory 17.6 .. 26
     assert 9.5 < gib["ortgenai-any"] < 12 and 22 < gib["ortgenai-int4-in-memory"] < 27, gib

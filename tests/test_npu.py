@@ -118,6 +118,31 @@ def test_compile_guard_digest_sees_a_changed_weight(npu_python):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
+def test_compile_loads_fp32_at_one_copy_bit_identical_under_the_envs_transformers(npu_python, tmp_path, embedded_dir):
+    """The NPU env (transformers 4.57) loads through pipeline.torchload: the same fp32 weights as the
+    library's own ``from_pretrained`` (its default dtype), without the whole mapped bf16 file resident."""
+    from pipeline.export.npu import helper_env
+    from tiny import make_tiny_phi3
+
+    ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, dtype="bfloat16")
+    code = (
+        "import sys, torch, logging\n"
+        "from pathlib import Path\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "from pipeline.torchload import load_causal_lm\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "a = AutoModelForCausalLM.from_pretrained(sys.argv[1], use_cache=True).state_dict()\n"
+        "b = load_causal_lm(Path(sys.argv[1]), 'float32', use_cache=True).state_dict()\n"
+        "assert a.keys() == b.keys()\n"
+        "bad = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]\n"
+        "assert not bad and {v.dtype for v in b.values()} == {torch.float32}, bad\n"
+        "print('ok')\n")
+    r = subprocess.run([str(npu_python), "-c", code, str(ckpt)], cwd=tmp_path, capture_output=True, text=True,
+                       env=helper_env(), timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    assert "cast to torch.float32" in r.stderr
+
+
 @pytest.mark.slow
 def test_second_env_reuses_the_cached_wheel(npu_python, tmp_path):
     """A second environment installs the cached library wheel: cmake is shadowed by a failing

@@ -104,7 +104,8 @@ def helper_env() -> dict[str, str]:
             "SYSTEMROOT", "OMP_NUM_THREADS", "XDG_CACHE_HOME", "HF_HOME")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(
-        PYTHONPATH=str(HELPER_DIR),
+        # aipc_npu, and the repository root for pipeline.torchload / pipeline.fsutil (standard library + torch)
+        PYTHONPATH=os.pathsep.join([str(HELPER_DIR), str(REPO_ROOT)]),
         PYTHONNOUSERSITE="1",
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",

@@ -2,62 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.torchload import load_causal_lm
+
 from .base import Generation, Runner
-
-log = logging.getLogger(__name__)
-
-
-def _stored_float_dtype(folder: Path) -> str | None:
-    """The one floating dtype every safetensors tensor of ``folder`` is stored in ("BF16", "F16", "F32"), or None."""
-    from safetensors import safe_open
-
-    files = sorted(folder.glob("*.safetensors"))
-    found: set[str] = set()
-    for f in files:
-        with safe_open(str(f), framework="np") as st:  # the header only: no tensor is read
-            found |= {st.get_slice(k).get_dtype() for k in st.keys()}
-    floats = found & {"BF16", "F16", "F32", "F64"}
-    return next(iter(floats)) if files and len(floats) == 1 else None
-
-
-def load_causal_lm(folder: Path, dtype: str):
-    """The checkpoint as a transformers model in ``dtype``, with a peak of one copy of its weights.
-
-    ``from_pretrained(dtype=float32)`` of a bf16/fp16 checkpoint keeps the whole memory-mapped file
-    resident next to the fp32 weights until it returns (3.8B parameters: 14.2 + 7.1 GiB). Loaded in
-    its stored dtype instead, every weight is a view of the mapping and nothing is read yet; each is
-    then cast to ``dtype`` and its mapped pages dropped (``MappedPages``), so the peak is the fp32
-    weights plus one bf16 weight. The values are those of the direct load: a widening cast is exact
-    (tests/test_validation.py compares the logits bit for bit).
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.fsutil import MappedPages
-
-    want = getattr(torch, dtype)
-    stored = {"BF16": torch.bfloat16, "F16": torch.float16}.get(_stored_float_dtype(folder) or "")
-    if stored is None or want.itemsize <= stored.itemsize:
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=want).eval()
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=stored).eval()  # views of the mapped file
-    release = MappedPages(*folder.glob("*.safetensors"))
-    dropped = 0
-    for tensor in [*model.parameters(), *model.buffers()]:  # tied weights once
-        if tensor.dtype == stored:
-            old = tensor.data
-            tensor.data = old.to(want)
-            dropped += release.release(old.data_ptr(), old.numel() * old.element_size())
-            del old
-    model.config.dtype = want
-    log.info("loaded %s as %s and cast to %s (%.0f MiB of mapped checkpoint pages dropped)", folder.name,
-             stored, want, dropped / 2**20)
-    return model
 
 
 class TransformersRunner(Runner):

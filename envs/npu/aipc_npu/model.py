@@ -104,12 +104,16 @@ def compile_checkpoint(src: Path, out: Path, dtype: str) -> dict[str, Any]:
     npu, npu_present = _library()
     import torch
     from intel_npu_acceleration_library.compiler import CompilerConfig
-    from transformers import AutoModelForCausalLM
+
+    from pipeline.torchload import load_causal_lm  # the repository root is on this env's PYTHONPATH
 
     cfg = CompilerConfig(dtype={"int4": npu.int4, "int8": npu.int8, "fp16": torch.float16}[dtype])
     t_load = time.perf_counter()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(src), use_cache=True)
+        # = from_pretrained(src, use_cache=True) (fp32, the library's default), bit for bit, but at one copy
+        # of the weights: a bf16 checkpoint is loaded as views of its mapped file and cast weight by weight
+        # (the direct fp32 load also holds the whole mapped file: 6 B/param, 22 GiB at Phi-3-mini shapes)
+        model = load_causal_lm(src, "float32", use_cache=True)
     except Exception as err:  # noqa: BLE001
         raise NPUError("source", f"{src}: transformers {versions().get('transformers')} cannot load it: "
                        f"{type(err).__name__}: {err}") from err
