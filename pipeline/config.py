@@ -307,13 +307,15 @@ class OpenVINORuntime(_Strict):
     # f32 measures the artifact's weights, on any machine; an AI PC's GPU/NPU runs f16 regardless.
     inference_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
 
-    def properties(self) -> dict[str, str]:
+    def properties(self, device: str | None = None) -> dict[str, str]:
+        """The plugin properties for ``device`` (default: ``self.device``; a runner passes the device it
+        actually uses, after any fallback). The precision pin is for the CPU and GPU plugins, not the NPU."""
         props = {
             "PERFORMANCE_HINT": self.performance_hint,
             "NUM_STREAMS": str(self.num_streams),
             "CACHE_DIR": self.cache_dir,
         }
-        if self.inference_precision != "default":
+        if self.inference_precision != "default" and not (device or self.device).startswith("NPU"):
             props["INFERENCE_PRECISION_HINT"] = self.inference_precision
         return props
 

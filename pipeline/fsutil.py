@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,15 @@ class MappedPages:
     def __call__(self, array) -> int:
         """``release`` of a numpy array's bytes."""
         return self.release(array.ctypes.data, array.nbytes)
+
+
+def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The tensor entries of a safetensors file's JSON header (dtype, shape, data_offsets), no tensor read."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header
 
 
 def dir_size(root: str | os.PathLike) -> int:

@@ -15,15 +15,13 @@ MemAvailable and the cgroup limit).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, EnvironmentProblem
-from .fsutil import dir_size
+from .fsutil import dir_size, safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +49,8 @@ PER_PARAM = {
     # transformers 4.57 loads fp32 through pipeline.torchload (one copy), then the compile: 0.42 GiB/layer,
     # 15.1 GiB at 3.9B (its own fp32 from_pretrained also held the mapped bf16 file: 0.63 GiB/layer, 22.4 GiB)
     ("npu", "any"): 3.9,
-    # loaded in bf16 (views of the mapped file), cast to fp32 weight by weight, each weight's mapped pages
-    # dropped (validation.runners.transformers.load_causal_lm): 0.42 GiB/layer = the fp32 weights, 15.7 GiB
+    # loaded in bf16 (views of the mapped file), cast to fp32 in chunks, each chunk's mapped pages dropped
+    # (pipeline.torchload.load_causal_lm): 0.42 GiB/layer = the fp32 weights, 15.7 GiB
     # (a direct fp32 from_pretrained kept the whole mapped file too: 0.63 GiB/layer, 22.4 GiB)
     ("reference", "float32"): 4.1,
     ("reference", "bfloat16"): 2.2,
@@ -68,12 +66,7 @@ def count_parameters(source_dir: Path) -> int:
     """Number of weights in the checkpoint, from the safetensors headers (no tensor is read)."""
     total = 0
     for path in sorted(Path(source_dir).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-        for name, t in header.items():
-            if name == "__metadata__":
-                continue
+        for t in safetensors_header(path).values():
             numel = 1
             for d in t["shape"]:
                 numel *= d

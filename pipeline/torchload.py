@@ -12,20 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .fsutil import MappedPages
+from .fsutil import MappedPages, safetensors_header
 
 log = logging.getLogger(__name__)
 
 
 def _stored_float_dtype(folder: Path) -> str | None:
     """The one floating dtype every safetensors tensor of ``folder`` is stored in ("BF16", "F16", "F32"), or None."""
-    from safetensors import safe_open
-
     files = sorted(folder.glob("*.safetensors"))
-    found: set[str] = set()
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:  # the header only: no tensor is read
-            found |= {st.get_slice(k).get_dtype() for k in st.keys()}
+    found = {t["dtype"] for f in files for t in safetensors_header(f).values()}
     floats = found & {"BF16", "F16", "F32", "F64"}
     return next(iter(floats)) if files and len(floats) == 1 else None
 
@@ -65,8 +60,8 @@ def load_causal_lm(folder: Path, dtype: str, **kwargs: Any):
     ``from_pretrained(dtype=float32)`` of a bf16/fp16 checkpoint keeps the whole memory-mapped file
     resident next to the fp32 weights until it returns (3.8B parameters: 14.2 + 7.1 GiB). Loaded in
     its stored dtype instead, every weight is a view of the mapping and nothing is read yet; each is
-    then cast to ``dtype`` and its mapped pages dropped (``MappedPages``), so the peak is the fp32
-    weights plus one bf16 weight. The values are those of the direct load: a widening cast is exact
+    then cast to ``dtype`` in chunks and each chunk's mapped pages dropped (``MappedPages``), so the
+    peak is the fp32 weights plus one chunk. The values are those of the direct load: a widening cast is exact
     (tests/test_reference_load.py compares weights and logits bit for bit).
     """
     import torch

@@ -149,6 +149,10 @@ def test_openvino_cpu_precision_is_pinned_to_f32_unless_left_to_openvino():
     assert props["PERFORMANCE_HINT"] == "LATENCY" and props["NUM_STREAMS"] == "1"
     assert "INFERENCE_PRECISION_HINT" not in parse_params(
         with_("openvino.runtime.inference_precision", "default")).openvino.runtime.properties()
+    runtime = parse_params(copy.deepcopy(RELEASE)).openvino.runtime
+    assert runtime.properties("GPU")["INFERENCE_PRECISION_HINT"] == "f32"
+    assert "INFERENCE_PRECISION_HINT" not in runtime.properties("NPU")  # the pin is for the CPU/GPU plugins
+    assert "INFERENCE_PRECISION_HINT" not in parse_params(with_("openvino.runtime.device", "NPU")).openvino.runtime.properties()
     with pytest.raises(ConfigError) as err:
         parse_params(with_("openvino.runtime.inference_precision", "fp32"))
     assert "inference_precision" in str(err.value)

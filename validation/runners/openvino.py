@@ -38,9 +38,7 @@ class OpenVINORunner(Runner):
             self.notes.append(f"device {device} not present (have {', '.join(available)}); fell back to CPU")
             log.warning(self.notes[-1])
             device = "CPU"
-        self.props = runtime.properties()
-        if device.startswith("NPU"):  # the precision pin is for the CPU (and GPU) plugins
-            self.props.pop("INFERENCE_PRECISION_HINT", None)
+        self.props = runtime.properties(device)
         Path(self.props["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         self.device = device
         self.tokenizer = ov_genai.Tokenizer(str(self.folder))
