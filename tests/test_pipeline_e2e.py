@@ -69,13 +69,22 @@ def test_artifacts_load_with_openvino_genai_and_optimum(repro_workspace):
     ws, _, _ = repro_workspace
     for variant in ("int4", "fp16"):
         path = ws / "artifacts" / "openvino" / variant
-        pipe = ov_genai.LLMPipeline(str(path), "CPU")
+        # what the bundle's card tells a user to pass: the CPU precision its smoke run was measured at
+        # (left to OpenVINO it is bf16 on AVX512-BF16/AMX CPUs such as this one, f32 elsewhere)
+        manifest = json.loads((ws / f"artifacts/bundles/openvino-{variant}/manifest.json").read_text())
+        hint = manifest["validation"]["smoke"]["runtime"]["INFERENCE_PRECISION_HINT"]
+        assert hint == "f32"
+        card = (ws / f"artifacts/bundles/openvino-{variant}/README.md").read_text()
+        assert f'"CPU", INFERENCE_PRECISION_HINT="{hint}")' in card
+        assert f'ov_config={{"INFERENCE_PRECISION_HINT": "{hint}"}}' in card
+        pipe = ov_genai.LLMPipeline(str(path), "CPU", INFERENCE_PRECISION_HINT=hint)
         cfg = ov_genai.GenerationConfig()
         cfg.max_new_tokens = 12
         out = pipe.generate("What is the capital of France?", cfg)  # the pipeline applies the template
         assert "Paris" in str(out)
         del pipe
-        model = OVModelForCausalLM.from_pretrained(path, device="CPU", compile=True)
+        model = OVModelForCausalLM.from_pretrained(path, device="CPU", compile=True,
+                                                   ov_config={"INFERENCE_PRECISION_HINT": hint})
         tok = AutoTokenizer.from_pretrained(path)
         ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                       add_generation_prompt=True, return_tensors="pt", return_dict=True)

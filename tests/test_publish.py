@@ -54,8 +54,11 @@ def smoke_record(backend: str, passed: bool = True) -> dict:
     results = [{"id": "capital", "text": "Paris.", "passed": True, "failures": [], "notes": []},
                {"id": "arith", "text": "4", "passed": passed, "failures": [] if passed else ["empty output"],
                 "notes": []}]
+    # what each runner records: OpenVINO its device and properties (the precision pin among them)
+    runtime = ({"device": "CPU", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
+               if backend == "openvino" else {})
     return {"backend": backend, "passed": passed, "prompts_passed": sum(r["passed"] for r in results),
-            "prompts_total": 2, "results": results}
+            "prompts_total": 2, "runtime": runtime, "results": results}
 
 
 def validate_record(backend: str, variant: str, top1: float = 0.93) -> dict:
@@ -170,6 +173,7 @@ def test_manifest_is_deterministic_and_complete(built, tmp_path):
     assert {"python", "openvino", "optimum-intel", "nncf", "transformers", "torch"} <= set(m["toolchain"])
     assert m["min_runtime"]["openvino"] == m["toolchain"]["openvino"]
     assert m["validation"]["smoke"]["passed"] and m["validation"]["validate"]["passed"]
+    assert m["validation"]["smoke"]["runtime"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert m["pickle_files"] == []
     # every file but manifest.json, with its sha256 and size; the artifact files, license files and the card
     files = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()} - {"manifest.json"}
@@ -193,8 +197,9 @@ def test_card_front_matter_and_sections(built):
     assert meta["license"] == "mit" and meta["base_model"] == SOURCE_REPO
     assert meta["base_model_relation"] == "quantized" and meta["pipeline_tag"] == "text-generation"
     assert meta["library_name"] == "openvino" and {"openvino", "int4", "phi3"} <= set(meta["tags"])
-    for needle in (f'ov_genai.LLMPipeline(hf.snapshot_download("{OV_REPO}"), "CPU")',
-                   f'OVModelForCausalLM.from_pretrained("{OV_REPO}")', "| group_size | 64 |",
+    for needle in (f'ov_genai.LLMPipeline(hf.snapshot_download("{OV_REPO}"), "CPU", INFERENCE_PRECISION_HINT="f32")',
+                   f'OVModelForCausalLM.from_pretrained("{OV_REPO}", ov_config={{"INFERENCE_PRECISION_HINT": "f32"}})',
+                   "the CPU precision the validation below was measured at", "| group_size | 64 |",
                    "min_top1_agreement", "| smoke generation", "## Known limits", "## Minimum runtime versions",
                    f"{SOURCE_REPO}@{SOURCE_COMMIT}", "`NOTICE.md`"):
         assert needle in text, needle
@@ -206,6 +211,19 @@ def test_card_front_matter_and_sections(built):
     assert f'og.Model(hf.snapshot_download("{ORT_REPO}"))' in ort
     assert f'"onnxruntime-genai>={MIN_RUNTIME["onnxruntime-genai"]}"' in ort
     assert "no accuracy gates were recorded" in ort
+
+
+def test_card_precision_hint_only_for_a_pinned_cpu_run():
+    from pipeline.package.card import _validated_precision
+
+    def m(runtime):
+        return {"validation": {"smoke": {"runtime": runtime}}} if runtime is not None else {"validation": {}}
+
+    assert _validated_precision(m({"device": "CPU", "INFERENCE_PRECISION_HINT": "f32"}), "CPU") == "f32"
+    assert _validated_precision(m({"device": "CPU", "INFERENCE_PRECISION_HINT": "f32"}), "NPU") is None
+    assert _validated_precision(m({"device": "GPU", "INFERENCE_PRECISION_HINT": "f16"}), "CPU") is None
+    assert _validated_precision(m({"device": "CPU"}), "CPU") is None  # precision left to OpenVINO: no hint
+    assert _validated_precision(m(None), "CPU") is None  # a manifest from before the runtime was recorded
 
 
 def test_license_detection_and_embedded_provenance(tmp_path):

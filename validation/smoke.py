@@ -60,6 +60,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
     preflight.require(f"smoke-{backend}@{folder.name}", preflight.estimate_artifact(folder))
     results = []
     with open_runner(backend, folder, params) as runner:
+        runtime = runner.runtime_settings()
         for item in load_prompts():
             gen = runner.generate(item["messages"], params.smoke.max_new_tokens)
             failures = check_generation(gen, item.get("expect_any", []), params.smoke.max_repeat_ngram_ratio)
@@ -86,6 +87,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
         "prompts_passed": sum(r["passed"] for r in results),
         "prompts_total": len(results),
         "max_new_tokens": params.smoke.max_new_tokens,
+        "runtime": runtime,
         "results": results,
     }
     must_pass = params.validation.gates_for(backend, folder.name)["smoke_must_pass"]

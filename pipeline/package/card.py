@@ -54,6 +54,14 @@ def front_matter(m: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _validated_precision(m: dict[str, Any], device: str) -> str | None:
+    """The CPU inference precision the bundle's smoke run pinned, if any (recorded by the runner)."""
+    if device != "CPU":
+        return None
+    rt = ((m.get("validation") or {}).get("smoke") or {}).get("runtime") or {}
+    return rt.get("INFERENCE_PRECISION_HINT") if rt.get("device", "CPU") == "CPU" else None
+
+
 def _load_snippets(m: dict[str, Any]) -> list[str]:
     repo = m["repo_id"]
     params = m["quantization"]["params"]
@@ -67,21 +75,30 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
     out = []
     if m["backend"] == "openvino":
         device = "NPU" if params.get("target_device") == "npu" else "CPU"
+        precision = _validated_precision(m, device)
+        kw = f', INFERENCE_PRECISION_HINT="{precision}"' if precision else ""
+        ov_config = f', ov_config={{"INFERENCE_PRECISION_HINT": "{precision}"}}' if precision else ""
         out += [
             f"**OpenVINO GenAI** (`pip install {pin('openvino-genai')} huggingface_hub`):",
             "```python",
             "import huggingface_hub as hf, openvino_genai as ov_genai",
-            f'pipe = ov_genai.LLMPipeline(hf.snapshot_download("{repo}"), "{device}")  # or "GPU" / "NPU"',
+            f'pipe = ov_genai.LLMPipeline(hf.snapshot_download("{repo}"), "{device}"{kw})  # or "GPU" / "NPU"',
             f'print(pipe.generate("{PROMPT}", max_new_tokens=64))',
             "```",
             "",
             f"**Optimum Intel** (`pip install {pin('optimum-intel')} {pin('openvino')}`):",
             "```python",
             "from optimum.intel import OVModelForCausalLM; from transformers import AutoTokenizer",
-            f'model, tok = OVModelForCausalLM.from_pretrained("{repo}"), AutoTokenizer.from_pretrained("{repo}")',
+            f'model = OVModelForCausalLM.from_pretrained("{repo}"{ov_config})',
+            f'tok = AutoTokenizer.from_pretrained("{repo}")',
             f'print(tok.decode(model.generate(**tok("{PROMPT}", return_tensors="pt"), max_new_tokens=64)[0]))',
             "```",
         ]
+        if precision:
+            out += ["",
+                    f"`INFERENCE_PRECISION_HINT=\"{precision}\"` is the CPU precision the validation below was "
+                    "measured at. Without it OpenVINO runs bf16 on CPUs with AVX512-BF16 or AMX and f32 elsewhere, "
+                    "so answers can differ from the measured ones; drop it on GPU and NPU, which run f16."]
     elif m["backend"] == "ortgenai":
         pkg = "onnxruntime-genai-directml" if params.get("execution_provider") == "dml" else "onnxruntime-genai"
         out += [

@@ -124,6 +124,7 @@ def _smoke_summary(rec: dict[str, Any]) -> dict[str, Any]:
         "prompts_total": rec.get("prompts_total", len(results)),
         "failed": [{"id": r.get("id"), "failures": r.get("failures", [])} for r in results if not r.get("passed")],
         "notes": sorted({n for r in results for n in (r.get("notes") or []) if isinstance(n, str)}),
+        "runtime": {str(k): str(v) for k, v in (rec.get("runtime") or {}).items()},
     }
 
 

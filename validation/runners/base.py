@@ -51,6 +51,12 @@ class Runner(abc.ABC):
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         """Greedy generation for a chat; the chat template is applied exactly once."""
 
+    def runtime_settings(self) -> dict[str, str]:
+        """The device and runtime properties the artifact was opened with, as a user would pass
+        them (recorded with the smoke results so the model card's snippet reproduces the measured
+        run). Machine-local paths (cache folders) are left out."""
+        return {}
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` with the tokenizer the artifact ships (no special tokens added).
 

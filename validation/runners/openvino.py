@@ -53,6 +53,9 @@ class OpenVINORunner(Runner):
             self._pipe = ov_genai.LLMPipeline(str(self.folder), self.device, **self.props)
         return self._pipe
 
+    def runtime_settings(self):
+        return {"device": self.device, **{k: v for k, v in self.props.items() if k != "CACHE_DIR"}}
+
     def chat_prompt(self, messages):
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
