@@ -160,12 +160,37 @@ class MappedPages:
         return self.release(array.ctypes.data, array.nbytes)
 
 
+class SafetensorsError(ValueError):
+    """A file that is not a whole safetensors file; the message says what is wrong (no path)."""
+
+
 def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The tensor entries of a safetensors file's JSON header (dtype, shape, data_offsets), no tensor read."""
+    """The tensor entries of a safetensors file's JSON header (dtype, shape, data_offsets), no tensor read.
+
+    Checks what the header lets one check without reading the data: the header length is sane and the
+    file is exactly as long as the header says (catches truncated downloads and non-safetensors
+    files); raises :class:`SafetensorsError` otherwise."""
+    size = os.stat(path).st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise SafetensorsError(f"truncated ({size} bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, 100 << 20):
+            raise SafetensorsError("not a safetensors file (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SafetensorsError("corrupt safetensors header") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError("corrupt safetensors header")
     header.pop("__metadata__", None)
+    try:
+        end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise SafetensorsError("corrupt safetensors header (a tensor without data_offsets)") from None
+    if 8 + n + end != size:
+        raise SafetensorsError(f"truncated or padded: {size} bytes on disk, header describes {8 + n + end}")
     return header
 
 

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EnvironmentProblem
-from .fsutil import dir_size, safetensors_header
+from .errors import ConfigError, EnvironmentProblem, SourceError
+from .fsutil import SafetensorsError, dir_size, safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def count_parameters(source_dir: Path) -> int:
     """Number of weights in the checkpoint, from the safetensors headers (no tensor is read)."""
     total = 0
     for path in sorted(Path(source_dir).glob("*.safetensors")):
-        for t in safetensors_header(path).values():
+        try:
+            header = safetensors_header(path)
+        except SafetensorsError as err:
+            raise SourceError(f"{path}: {err}", fix="delete it and download again (`dvc repro download`)") from None
+        for t in header.values():
             numel = 1
             for d in t["shape"]:
                 numel *= d

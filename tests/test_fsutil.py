@@ -99,3 +99,36 @@ def test_mapped_pages_leave_shared_writable_mappings_and_partial_pages_alone(tmp
     # a range that covers no whole page (the rest of those pages may belong to a neighbour) is left alone
     assert MappedPages(tmp_path / "w.bin").release(ro.ctypes.data + 1, mmap.PAGESIZE) == 0
     assert MappedPages(tmp_path / "w.bin").release(ro.ctypes.data + 1, 2 * mmap.PAGESIZE) == mmap.PAGESIZE
+
+
+def test_safetensors_header_reads_a_real_file_and_names_each_defect(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from pipeline.errors import SourceError
+    from pipeline.fsutil import SafetensorsError, safetensors_header
+    from pipeline.preflight import count_parameters
+
+    good = tmp_path / "model.safetensors"
+    save_file({"a": np.zeros((3, 4), np.float32), "b": np.ones(5, np.float16)}, str(good), metadata={"k": "v"})
+    header = safetensors_header(good)
+    assert set(header) == {"a", "b"} and header["a"]["shape"] == [3, 4] and header["b"]["dtype"] == "F16"
+    assert count_parameters(tmp_path) == 17
+    data = good.read_bytes()
+    cases = {
+        "truncated": (data[:-3], "truncated or padded"),
+        "padded": (data + b"\0", "truncated or padded"),
+        "tiny": (data[:5], "truncated (5 bytes)"),
+        "bad length": ((1 << 40).to_bytes(8, "little") + data[8:], "bad header length"),
+        "not json": (len(b"{nope").to_bytes(8, "little") + b"{nope", "corrupt safetensors header"),
+        "not a dict": (len(b"[1]").to_bytes(8, "little") + b"[1]", "corrupt safetensors header"),
+        "no offsets": (len(b'{"a":{}}').to_bytes(8, "little") + b'{"a":{}}', "without data_offsets"),
+    }
+    for name, (blob, message) in cases.items():
+        good.write_bytes(blob)
+        with pytest.raises(SafetensorsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            safetensors_header(good)
+        # the preflight's parameter count turns it into the project's error, naming the file and the fix
+        with pytest.raises(SourceError) as err:
+            count_parameters(tmp_path)
+        assert str(good) in str(err.value) and "download again" in err.value.fix, name

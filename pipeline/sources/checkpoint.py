@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
+from ..fsutil import SafetensorsError, safetensors_header
 
 SOURCE_JSON = "source.json"
 SUPPORTED_ARCHITECTURES = ("Phi3ForCausalLM",)
@@ -43,24 +43,10 @@ def read_model_config(folder: Path) -> dict[str, Any]:
 
 def _check_safetensors(path: Path) -> None:
     """Header and size check: catches truncated and non-safetensors files without loading them."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise SourceError(f"{path}: truncated ({size} bytes)", fix="delete it and download again")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100 << 20):
-            raise SourceError(f"{path}: not a safetensors file (bad header length)", fix="download it again")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SourceError(f"{path}: corrupt safetensors header", fix="download it again") from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        raise SourceError(
-            f"{path}: truncated or padded: {size} bytes on disk, header describes {8 + n + end}",
-            fix="delete it and download again",
-        )
+    try:
+        safetensors_header(path)
+    except SafetensorsError as err:
+        raise SourceError(f"{path}: {err}", fix="delete it and download again") from None
 
 
 def check_checkpoint(folder: Path) -> dict[str, Any]:
