@@ -309,13 +309,18 @@ class OpenVINORuntime(_Strict):
 
     def properties(self, device: str | None = None) -> dict[str, str]:
         """The plugin properties for ``device`` (default: ``self.device``; a runner passes the device it
-        actually uses, after any fallback). The precision pin is for the CPU and GPU plugins, not the NPU."""
-        props = {
-            "PERFORMANCE_HINT": self.performance_hint,
-            "NUM_STREAMS": str(self.num_streams),
-            "CACHE_DIR": self.cache_dir,
-        }
-        if self.inference_precision != "default" and not (device or self.device).startswith("NPU"):
+        actually uses, after any fallback). The precision pin is for the CPU and GPU plugins, not the NPU.
+
+        The model cache is for the devices whose compile it saves (GPU, NPU: kernels built for the
+        device, seconds to minutes). On the CPU it saves nothing and costs memory, so it is not passed
+        there (measured, FP16 IR at 2 Phi-3-mini layers: compile 17.4 s cold vs 21.0 s from the cache;
+        a cache hit imports the weights unpacked to f32, peak 2.08 vs 2.63 GiB, and the gap grows by
+        0.2 GiB per layer)."""
+        device = device or self.device
+        props = {"PERFORMANCE_HINT": self.performance_hint, "NUM_STREAMS": str(self.num_streams)}
+        if not device.startswith("CPU"):
+            props["CACHE_DIR"] = self.cache_dir
+        if self.inference_precision != "default" and not device.startswith("NPU"):
             props["INFERENCE_PRECISION_HINT"] = self.inference_precision
         return props
 

@@ -20,7 +20,7 @@ _OPTIONS = [
     click.option("--performance-hint", type=click.Choice(["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]),
                  default=None, help="OpenVINO; default from params.yaml openvino.runtime."),
     click.option("--num-streams", type=click.IntRange(1, 64), default=None, help="OpenVINO."),
-    click.option("--cache-dir", default=None, help="OpenVINO model cache dir."),
+    click.option("--cache-dir", default=None, help="OpenVINO model cache dir (GPU / NPU; the CPU compiles without one)."),
 ]
 
 

@@ -97,3 +97,20 @@ def test_prefix_agreement():
     assert prefix_agreement([1, 2, 3, 4], [1, 2, 3, 4, 5], 2) == 1.0
     assert prefix_agreement([1, 2], [], 2) == 0.0
     assert prefix_agreement([], [1], 3) == 1.0
+
+
+@pytest.mark.parametrize("rows", [1, 7, 32, 1000])
+def test_scoring_in_row_blocks_is_bit_identical_to_one_block(rows):
+    """The float64 log-softmax is computed a block of positions at a time to bound memory; every step
+    is per position, so any block size gives the very same numbers."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 300, size=70)
+    ref_logits, art_logits = rng.normal(size=(70, 300)) * 4, rng.normal(size=(70, 300)) * 4
+    whole = reference_from_logits(ids, ref_logits, k=8, rows=10_000)
+    part = reference_from_logits(ids, ref_logits, k=8, rows=rows)
+    for name in ("ids", "target_logprob", "top1", "topk_idx", "topk_logprob"):
+        assert np.array_equal(getattr(whole, name), getattr(part, name)), name
+    a, b = score_window(whole, art_logits, rows=10_000), score_window(whole, art_logits, rows=rows)
+    for name in ("nll", "ref_nll", "top1_equal", "kl"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert part.topk_idx.shape == (69, 8) and a.kl.shape == (69,)

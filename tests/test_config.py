@@ -153,6 +153,9 @@ def test_openvino_cpu_precision_is_pinned_to_f32_unless_left_to_openvino():
     assert runtime.properties("GPU")["INFERENCE_PRECISION_HINT"] == "f32"
     assert "INFERENCE_PRECISION_HINT" not in runtime.properties("NPU")  # the pin is for the CPU/GPU plugins
     assert "INFERENCE_PRECISION_HINT" not in parse_params(with_("openvino.runtime.device", "NPU")).openvino.runtime.properties()
+    # the model cache only where it saves a compile (GPU / NPU); on the CPU a cache hit costs memory
+    assert "CACHE_DIR" not in props and "CACHE_DIR" not in runtime.properties("CPU")
+    assert runtime.properties("GPU.1")["CACHE_DIR"] == runtime.properties("NPU")["CACHE_DIR"] == ".cache/openvino"
     with pytest.raises(ConfigError) as err:
         parse_params(with_("openvino.runtime.inference_precision", "fp32"))
     assert "inference_precision" in str(err.value)

@@ -132,3 +132,38 @@ def test_safetensors_header_reads_a_real_file_and_names_each_defect(tmp_path):
         with pytest.raises(SourceError) as err:
             count_parameters(tmp_path)
         assert str(good) in str(err.value) and "download again" in err.value.fix, name
+
+
+def test_pages_dropped_while_bounds_a_read_only_mapping_and_leaves_written_pages(tmp_path):
+    """What a runtime compiling a mapped IR does: read every page once, copying. With the dropper the
+    file's pages don't stay resident; the data reads back unchanged; a written private page (a
+    copy-on-write copy, which dropping would lose) and files elsewhere are never touched."""
+    import numpy as np
+
+    from pipeline.fsutil import pages_dropped_while
+
+    data = np.random.default_rng(1).integers(0, 2**16, 32 << 20, dtype=np.uint16)  # 64 MiB
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "ir" / "w.bin").write_bytes(data.tobytes())
+    (tmp_path / "other.bin").write_bytes(data.tobytes())
+    other = np.memmap(tmp_path / "other.bin", dtype=np.uint16, mode="r")
+    cow = np.memmap(tmp_path / "ir" / "w.bin", dtype=np.uint16, mode="c")
+    cow[:4096] = 1  # written: these pages are private copies now
+    base = _rss_file_mib()
+    with pages_dropped_while(tmp_path / "ir", interval=0.01) as stats:
+        ro = np.memmap(tmp_path / "ir" / "w.bin", dtype=np.uint16, mode="r")  # mapped inside, as a runtime does
+        copy = np.empty_like(data)
+        peak = 0.0
+        for i in range(0, ro.size, 1 << 20):  # a copy, 2 MiB at a time, a pause every 16 MiB
+            copy[i:i + (1 << 20)] = ro[i:i + (1 << 20)]
+            peak = max(peak, _rss_file_mib() - base)
+            if i % (8 << 20) == 0:
+                time.sleep(0.05)
+        int(other.sum(dtype=np.uint64))  # another file, read in full inside the window
+    assert stats["ticks"] >= 2 and stats["calls"] >= 1
+    assert peak < 40, peak  # never the whole 64 MiB file resident next to its copy
+    assert np.array_equal(copy, data)
+    after = _rss_file_mib()
+    assert after - base < 64 + 16, (base, after)  # the other file's 64 MiB, not w.bin's too
+    assert int(ro.sum(dtype=np.uint64)) == int(data.sum(dtype=np.uint64))  # refaults unchanged
+    assert (cow[:4096] == 1).all() and np.array_equal(cow[4096:], data[4096:])  # the writable mapping kept

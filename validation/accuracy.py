@@ -39,23 +39,34 @@ class WindowReference:
     topk_logprob: np.ndarray   # [W-1, k]
 
 
-def reference_from_logits(ids: np.ndarray, logits: np.ndarray, k: int) -> WindowReference:
-    """Compact reference of one window from the reference model's logits [W, V]."""
-    lp = log_softmax(logits[:-1])
+ROWS = 32  # positions scored at a time: the float64 log-softmax of a whole window is 0.1 GiB per copy at 49k vocab
+
+
+def _row_blocks(n: int, rows: int | None):
+    step = rows or ROWS
+    return [slice(i, min(i + step, n)) for i in range(0, max(n, 1), step)]  # one empty block for n == 0
+
+
+def reference_from_logits(ids: np.ndarray, logits: np.ndarray, k: int, rows: int | None = None) -> WindowReference:
+    """Compact reference of one window from the reference model's logits [W, V].
+
+    Computed ``rows`` positions at a time (every step is per position, so the result is the same
+    for any block size), so the float64 temporaries stay small next to the model."""
     targets = np.asarray(ids[1:])
-    k = min(k, lp.shape[-1])
-    idx = np.argpartition(-lp, k - 1, axis=-1)[:, :k]
-    vals = np.take_along_axis(lp, idx, axis=-1)
-    order = np.argsort(-vals, axis=-1, kind="stable")
-    idx = np.take_along_axis(idx, order, axis=-1)
-    vals = np.take_along_axis(vals, order, axis=-1)
-    return WindowReference(
-        ids=np.asarray(ids, dtype=np.int32),
-        target_logprob=lp[np.arange(len(targets)), targets].astype(np.float32),
-        top1=lp.argmax(-1).astype(np.int32),
-        topk_idx=idx.astype(np.int32),
-        topk_logprob=vals.astype(np.float32),
-    )
+    n = len(targets)
+    k = min(k, logits.shape[-1])
+    parts = []
+    for sl in _row_blocks(n, rows):
+        lp = log_softmax(logits[:-1][sl])
+        idx = np.argpartition(-lp, k - 1, axis=-1)[:, :k]
+        vals = np.take_along_axis(lp, idx, axis=-1)
+        order = np.argsort(-vals, axis=-1, kind="stable")
+        parts.append((lp[np.arange(len(lp)), targets[sl]].astype(np.float32), lp.argmax(-1).astype(np.int32),
+                      np.take_along_axis(idx, order, axis=-1).astype(np.int32),
+                      np.take_along_axis(vals, order, axis=-1).astype(np.float32)))
+    cat = [np.concatenate(c) for c in zip(*parts)]
+    return WindowReference(ids=np.asarray(ids, dtype=np.int32), target_logprob=cat[0], top1=cat[1],
+                           topk_idx=cat[2], topk_logprob=cat[3])
 
 
 def kl_topk(ref_idx: np.ndarray, ref_logprob: np.ndarray, q_logprob: np.ndarray) -> np.ndarray:
@@ -78,17 +89,24 @@ class WindowScore:
     kl: np.ndarray       # [W-1]
 
 
-def score_window(ref: WindowReference, logits: np.ndarray) -> WindowScore:
-    """Compare an artifact's logits [W, V] for ``ref.ids`` with the reference."""
-    lp = log_softmax(logits[:-1])
-    if lp.shape[0] != len(ref.top1):
-        raise ValueError(f"logits cover {lp.shape[0] + 1} positions, the window has {len(ref.ids)}")
+def score_window(ref: WindowReference, logits: np.ndarray, rows: int | None = None) -> WindowScore:
+    """Compare an artifact's logits [W, V] for ``ref.ids`` with the reference (``rows`` positions at a time,
+    as in :func:`reference_from_logits`)."""
+    n = logits.shape[0] - 1
+    if n != len(ref.top1):
+        raise ValueError(f"logits cover {n + 1} positions, the window has {len(ref.ids)}")
     targets = ref.ids[1:].astype(np.int64)
+    nll, top1, kl = [], [], []
+    for sl in _row_blocks(n, rows):
+        lp = log_softmax(logits[:-1][sl])
+        nll.append(-lp[np.arange(len(lp)), targets[sl]])
+        top1.append(lp.argmax(-1) == ref.top1[sl])
+        kl.append(kl_topk(ref.topk_idx[sl], ref.topk_logprob[sl], lp))
     return WindowScore(
-        nll=-lp[np.arange(len(targets)), targets],
+        nll=np.concatenate(nll),
         ref_nll=-ref.target_logprob.astype(np.float64),
-        top1_equal=lp.argmax(-1) == ref.top1,
-        kl=kl_topk(ref.topk_idx, ref.topk_logprob, lp),
+        top1_equal=np.concatenate(top1),
+        kl=np.concatenate(kl),
     )
 
 
