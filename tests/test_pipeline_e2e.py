@@ -93,6 +93,43 @@ def test_artifacts_load_with_openvino_genai_and_optimum(repro_workspace):
         del model
 
 
+_MAPPED_PROBE = r"""
+import contextlib, json, sys
+from pathlib import Path
+import validation.runners.openvino as ovr
+from pipeline.config import load_params
+if sys.argv[2] == "off":  # the control: what the runner did before
+    ovr.pages_dropped_while = lambda *a, **k: contextlib.nullcontext()
+folder = Path(sys.argv[1])
+runner = ovr.OpenVINORunner(folder, load_params(Path("params.yaml")).openvino.runtime)
+runner.logits(list(range(1, 64)))
+runner.generate([{"role": "user", "content": "What is the capital of France?"}], 4)
+rss, mapping = 0, False
+for line in Path("/proc/self/smaps").read_text().splitlines():
+    if "-" in line.split(" ")[0] and len(line.split()) >= 5:
+        mapping = line.rstrip().endswith(str((folder / "openvino_model.bin").resolve()))
+    elif mapping and line.startswith("Rss:"):
+        rss += int(line.split()[1]) * 1024
+print(json.dumps({"rss": rss, "size": (folder / "openvino_model.bin").stat().st_size}))
+"""
+
+
+def test_openvino_runner_does_not_keep_the_mapped_ir_resident(repro_workspace):
+    """The CPU plugin packs its own copy of the FP16 weights; the .bin it read them from must not stay
+    resident next to that copy (at Phi-3-mini shapes that was 7 GiB of the validate stage's peak)."""
+    ws, _, env = repro_workspace
+    folder = ws / "artifacts/openvino/fp16"
+    out = {}
+    for mode in ("on", "off"):
+        r = subprocess.run([sys.executable, "-c", _MAPPED_PROBE, str(folder), mode], cwd=ws, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    size = out["on"]["size"]
+    assert out["off"]["rss"] > 0.8 * size, out  # the control: without the dropper the whole file stays resident
+    assert out["on"]["rss"] < 0.2 * size, out
+
+
 def test_no_telemetry_written_to_home(repro_workspace):
     ws, _, env = repro_workspace
     home = Path(env["HOME"])
