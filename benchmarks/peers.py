@@ -9,6 +9,7 @@ Ours: `dvc repro` of the same artifacts' stages in a fresh workspace (download a
 per-stage wall time and peak RSS read from metrics/cost/.
 
 Usage (embedded model, ~10 min on 2 cores):  python benchmarks/peers.py [--workdir DIR]
+At Phi-3-mini layer shapes (N real-width layers, random weights):  python benchmarks/peers.py --scale-layers 4
 Prints the wall-time ratio (ours / peers' sum) and each artifact's peak-RSS ratio. The OpenVINO INT4 of
 the params may be data-aware (GPTQ etc.), which the seed's round-to-nearest command is not: the script
 says so in the table, and also reports ours for the same round-to-nearest settings.
@@ -47,11 +48,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=ROOT / "configs" / "embedded.yaml")
+    ap.add_argument("--scale-layers", type=int, default=None, metavar="N",
+                    help="instead of the profile: a random-weight Phi-3-mini-4k with N real-width layers "
+                         "(benchmarks/scale.py's checkpoint and profile, INT4 round-to-nearest as the seed's command)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aipc-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
                DVC_NO_ANALYTICS="1", TQDM_DISABLE="1")
+    if args.scale_layers:
+        sys.path.insert(0, str(ROOT / "tests"))
+        sys.path.insert(0, str(Path(__file__).parent))
+        from scale import profile
+
+        from pipeline.sources.embedded import embedded_checkpoint
+
+        ckpt = work / f"ckpt{args.scale_layers}"
+        subprocess.run([sys.executable, str(Path(__file__).parent / "ortgenai_memory.py"), "--make", str(ckpt),
+                        str(args.scale_layers), str(embedded_checkpoint())], check=True, env=env)
+        args.profile = work / "profile.yaml"
+        args.profile.write_text(yaml.safe_dump(profile(ckpt, data_free_int4=True), sort_keys=False))
+        env["AIPC_SKIP_MEMORY_CHECK"] = "1"  # measuring: never refuse
 
     # ours first: the workspace also materializes the source checkpoint the peers read
     ws = work / "ws"

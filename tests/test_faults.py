@@ -255,6 +255,14 @@ def test_preflight_estimates_on_real_phi3_mini_shapes(tmp_path):
     assert 13.5 < gib["reference-float32"] < 17.5, gib  # 15.7 GiB measured
     # ORT GenAI (README): 10.3 (dml-int4) .. 11.3 GiB (cpu-int4) with the graph quantized from disk; in memory 17.6 .. 26
     assert 9.5 < gib["ortgenai-any"] < 12 and 22 < gib["ortgenai-int4-in-memory"] < 27, gib
+    # smoke / validate of a 2 B/param FP16 artifact of those shapes (a sparse file: only its size is read)
+    art = tmp_path / "fp16"
+    art.mkdir()
+    with open(art / "weights", "wb") as f:
+        f.truncate(2 * preflight.count_parameters(tmp_path))
+    run = {b: preflight.estimate_artifact(b, art)["estimate_bytes"] / preflight.GIB for b in ("openvino", "ortgenai")}
+    assert 8 < run["openvino"] < 10.5, run  # validate-openvino@fp16 8.2 GiB measured (3.9B), smoke 7.5
+    assert 15 < run["ortgenai"] < 18, run  # validate-ortgenai@dml-fp16 15.2 GiB measured, smoke 15.4
 
 
 # ------------------------------------------------------------------------------ process

@@ -57,7 +57,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
     """Generate for every prompt, write the metrics JSON, raise ValidationFailed on any failure."""
     from pipeline import preflight
 
-    preflight.require(f"smoke-{backend}@{folder.name}", preflight.estimate_artifact(folder))
+    preflight.require(f"smoke-{backend}@{folder.name}", preflight.estimate_artifact(backend, folder))
     results = []
     with open_runner(backend, folder, params) as runner:
         runtime = runner.runtime_settings()

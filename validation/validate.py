@@ -48,7 +48,7 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
 
     from pipeline import preflight
 
-    preflight.require(f"validate-{backend}@{variant}", preflight.estimate_artifact(folder))
+    preflight.require(f"validate-{backend}@{variant}", preflight.estimate_artifact(backend, folder))
     meta, windows = load_reference(reference_dir)
     source_tok = AutoTokenizer.from_pretrained(source_dir)
     record: dict[str, Any] = {"backend": backend, "variant": variant, "artifact": str(folder),
