@@ -115,8 +115,10 @@ print(json.dumps({"rss": rss, "size": (folder / "openvino_model.bin").stat().st_
 
 
 def test_openvino_runner_does_not_keep_the_mapped_ir_resident(repro_workspace):
-    """The CPU plugin packs its own copy of the FP16 weights; the .bin it read them from must not stay
-    resident next to that copy (at Phi-3-mini shapes that was 7 GiB of the validate stage's peak)."""
+    """The CPU plugin packs its own copy of the weights it repacks; the .bin it read them from must not
+    stay resident next to that copy (at Phi-3-mini shapes that was 7 GiB of the validate stage's peak).
+    Pages the plugin reads in place at inference come back (on this 135M model most of them: 214 of
+    269 MB; at Phi-3-mini width 8 MB of 1 GB); without the dropper both mappings stay whole."""
     ws, _, env = repro_workspace
     folder = ws / "artifacts/openvino/fp16"
     out = {}
@@ -126,8 +128,8 @@ def test_openvino_runner_does_not_keep_the_mapped_ir_resident(repro_workspace):
         assert r.returncode == 0, r.stderr[-2000:]
         out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
     size = out["on"]["size"]
-    assert out["off"]["rss"] > 0.8 * size, out  # the control: without the dropper the whole file stays resident
-    assert out["on"]["rss"] < 0.2 * size, out
+    assert out["off"]["rss"] > 1.6 * size, out  # the control: both runtimes' mappings of the file stay resident
+    assert out["on"]["rss"] < 0.6 * out["off"]["rss"], out  # measured 0.40 here
 
 
 def test_no_telemetry_written_to_home(repro_workspace):
