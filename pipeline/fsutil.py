@@ -129,16 +129,8 @@ class MappedPages:
         self.ranges: list[tuple[int, int]] = []
         self.madvise = None
         try:
-            import ctypes
-
-            targets = {str(Path(p).resolve()) for p in paths}
-            for line in Path("/proc/self/maps").read_text().splitlines():
-                parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5] in targets and ("w" not in parts[1] or parts[1][3] == "p"):
-                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    self.ranges.append((lo, hi))
-            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
-            self.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+            self.ranges = _file_mappings(tuple(Path(p).resolve() for p in paths), private_writable=True)
+            self.madvise = _libc_madvise()
         except (OSError, AttributeError):
             self.ranges = []
 
@@ -163,16 +155,28 @@ class MappedPages:
 MADV_PAGEOUT = 21  # linux/mman.h, 5.4+
 
 
-def _read_only_mappings(roots: tuple[Path, ...]) -> list[tuple[int, int]]:
-    """Address ranges of this process's read-only file mappings of a file in (or equal to) one of ``roots``."""
+def _libc_madvise():
+    import ctypes
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
+
+
+def _file_mappings(roots: tuple[Path, ...], *, private_writable: bool) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of a file that is one of ``roots`` or lies under one:
+    read-only mappings, and with ``private_writable`` also private (copy-on-write) writable ones."""
     out = []
     for line in Path("/proc/self/maps").read_text().splitlines():
         parts = line.split(maxsplit=5)
-        if len(parts) == 6 and "w" not in parts[1] and parts[5].startswith("/"):
-            path = parts[5]
-            if any(path == str(r) or path.startswith(str(r) + os.sep) for r in roots):
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                out.append((lo, hi))
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        perms, path = parts[1], parts[5]
+        if "w" in perms and not (private_writable and perms[3] == "p"):
+            continue
+        if any(path == str(r) or path.startswith(str(r) + os.sep) for r in roots):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            out.append((lo, hi))
     return out
 
 
@@ -192,15 +196,13 @@ def pages_dropped_while(*roots: str | os.PathLike, interval: float = 0.05) -> It
     file page is dropped and read again from the file if needed; anonymous memory could only go to
     swap. Writable mappings are never chosen. Yields counters (``ticks``, ``calls``). Without /proc,
     libc or MADV_PAGEOUT it does nothing."""
-    import ctypes
     import threading
 
     stats = {"ticks": 0, "calls": 0}
     try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        madvise = _libc_madvise()
         resolved = tuple(Path(r).resolve() for r in roots)
-        _read_only_mappings(resolved)
+        _file_mappings(resolved, private_writable=False)
     except (OSError, AttributeError):
         yield stats
         return
@@ -211,7 +213,7 @@ def pages_dropped_while(*roots: str | os.PathLike, interval: float = 0.05) -> It
         while not stopped:
             stopped = stop.wait(interval) if stats["ticks"] else False  # one last pass after the body
             try:
-                for lo, hi in _read_only_mappings(resolved):
+                for lo, hi in _file_mappings(resolved, private_writable=False):
                     stats["calls"] += madvise(lo, hi - lo, MADV_PAGEOUT) == 0
             except OSError:
                 return

@@ -20,8 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EnvironmentProblem, SourceError
-from .fsutil import SafetensorsError, dir_size, safetensors_header
+from .errors import ConfigError, EnvironmentProblem
+from .fsutil import dir_size
+from .sources.checkpoint import read_safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,7 @@ def count_parameters(source_dir: Path) -> int:
     """Number of weights in the checkpoint, from the safetensors headers (no tensor is read)."""
     total = 0
     for path in sorted(Path(source_dir).glob("*.safetensors")):
-        try:
-            header = safetensors_header(path)
-        except SafetensorsError as err:
-            raise SourceError(f"{path}: {err}", fix="delete it and download again (`dvc repro download`)") from None
-        for t in header.values():
+        for t in read_safetensors_header(path).values():
             numel = 1
             for d in t["shape"]:
                 numel *= d

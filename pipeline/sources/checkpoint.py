@@ -41,10 +41,11 @@ def read_model_config(folder: Path) -> dict[str, Any]:
         raise SourceError(f"{cfg}: not valid JSON ({err})", fix="re-download the model") from None
 
 
-def _check_safetensors(path: Path) -> None:
-    """Header and size check: catches truncated and non-safetensors files without loading them."""
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor entries of a safetensors file, after the header and size check (catches truncated and
+    non-safetensors files without loading them); :class:`SourceError` naming the file otherwise."""
     try:
-        safetensors_header(path)
+        return safetensors_header(path)
     except SafetensorsError as err:
         raise SourceError(f"{path}: {err}", fix="delete it and download again") from None
 
@@ -73,7 +74,7 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
         if missing:
             raise SourceError(f"{index}: shards missing: {', '.join(missing)}", fix="download the model again")
     for w in weights:
-        _check_safetensors(w)
+        read_safetensors_header(w)
     if not any((folder / t).is_file() for t in TOKENIZER_FILES):
         raise SourceError(
             f"{folder}: no tokenizer (neither tokenizer.json nor tokenizer.model)",
