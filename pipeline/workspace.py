@@ -20,6 +20,12 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# How DVC puts outputs into its cache: a hard link where it can (no copy of GBs of weights, no second
+# copy on disk; DVC makes the output read-only, `dvc unprotect` makes it writable again), else a copy.
+# "hardlink" must come first: only then does DVC's commit link (reflink, else hardlink) instead of
+# copying. The repo's .dvc/config says the same (a test checks). Every writer here replaces files
+# (temp dir + rename) and never writes into an output in place.
+DVC_CACHE_TYPE = "hardlink,copy"
 LINKS = ("dvc.yaml", ".dvcignore", "pipeline", "stages", "validation", "envs", "configs")  # envs/npu: a dep of export-npu; configs: sweep grids
 
 
@@ -55,12 +61,16 @@ def create(dest: Path, profile: Path | None = None, repo_root: Path = REPO_ROOT)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(rel)
-    if not (dest / ".dvc").is_dir():
-        from dvc.repo import Repo
+    from dvc.repo import Repo
 
-        repo = Repo.init(str(dest), no_scm=True)
-        with repo.config.edit() as conf:
-            conf["core"]["analytics"] = False  # never phone home from a pipeline run
+    repo = Repo(str(dest)) if (dest / ".dvc").is_dir() else Repo.init(str(dest), no_scm=True)
+    try:
+        conf = repo.config.read("repo")
+        if conf.get("core", {}).get("analytics") is not False or conf.get("cache", {}).get("type") != DVC_CACHE_TYPE:
+            with repo.config.edit() as conf:
+                conf["core"]["analytics"] = False  # never phone home from a pipeline run
+                conf["cache"]["type"] = DVC_CACHE_TYPE  # an existing workspace: new outputs are linked
+    finally:
         repo.close()
     log.info("workspace ready: %s", dest)
     return dest

@@ -133,3 +133,30 @@ def test_every_stage_records_its_cost_as_an_uncached_metric():
         assert m, f"{name}: cmd must start with `aipc --cost-metrics metrics/cost/<stage>.json`"
         assert {m.group(1): {"cache": False}} in st.get("metrics", []), name
         assert m.group(1) == f"metrics/cost/{name.replace('@', '-')}.json", name
+
+
+def test_outputs_are_hard_linked_into_the_cache_in_the_repo_and_every_workspace(tmp_path):
+    """DVC links outputs into .dvc/cache (no copy of GBs of weights, no second copy on disk): the repo's
+    .dvc/config and a new workspace's say so, and re-creating a workspace keeps its config as is."""
+    from configparser import ConfigParser
+
+    from pipeline.workspace import DVC_CACHE_TYPE, create
+
+    assert DVC_CACHE_TYPE.split(",")[0] == "hardlink"  # DVC's commit links only when hardlink comes first
+
+    def cache_type(config: Path) -> str:
+        parser = ConfigParser()
+        parser.read(config)
+        return parser.get("cache", "type").strip('"')
+
+    assert cache_type(ROOT / ".dvc" / "config") == DVC_CACHE_TYPE
+    ws = create(tmp_path / "ws")
+    config = ws / ".dvc" / "config"
+    assert cache_type(config) == DVC_CACHE_TYPE
+    before = config.read_text()
+    create(tmp_path / "ws")
+    assert config.read_text() == before
+    # a workspace made before the setting (cache type unset) gets it on its next init
+    config.write_text(before.replace(f'type = "{DVC_CACHE_TYPE}"', ""))
+    create(tmp_path / "ws")
+    assert cache_type(config) == DVC_CACHE_TYPE

@@ -132,6 +132,22 @@ def test_openvino_runner_does_not_keep_the_mapped_ir_resident(repro_workspace):
     assert out["on"]["rss"] < 0.6 * out["off"]["rss"], out  # measured 0.40 here
 
 
+def test_outputs_are_hard_links_of_the_cache_not_copies(repro_workspace):
+    """cache.type hardlink: every cached output file is the cache's own inode (DVC copied nothing) and
+    read-only; the uncached base IR is neither."""
+    ws, _, _ = repro_workspace
+    cached = {(st.st_dev, st.st_ino) for f in (ws / ".dvc" / "cache").rglob("*") if f.is_file()
+              for st in [f.stat()]}
+    outputs = [f for d in ("openvino", "ortgenai", "npu", "source", "bundles") for f in (ws / "artifacts" / d).rglob("*")
+               if f.is_file()]
+    assert len(outputs) > 50
+    copies = [str(f.relative_to(ws)) for f in outputs if (f.stat().st_dev, f.stat().st_ino) not in cached]
+    assert not copies, f"copied into the cache instead of linked: {copies[:5]}"
+    assert all(not f.stat().st_mode & 0o222 for f in outputs)
+    base = [f for f in (ws / "artifacts" / "openvino-base").rglob("*") if f.is_file()]
+    assert base and all((f.stat().st_dev, f.stat().st_ino) not in cached for f in base)
+
+
 def test_no_telemetry_written_to_home(repro_workspace):
     ws, _, env = repro_workspace
     home = Path(env["HOME"])
