@@ -53,6 +53,8 @@ def measure(stage: str, out: Path | None) -> Iterator[None]:
         "peak_rss_self_mib": _mib(self_rss),
         "peak_rss_children_mib": _mib(child_rss),
         "machine": machine(),
+        # forked from this repro's warm worker (pipeline.worker): the toolchain's import is not in wall_s
+        "process": "worker-fork" if os.environ.get("AIPC_WORKER_CHILD") else "fresh",
     })
 
 

@@ -107,5 +107,17 @@ def _register() -> None:
 
 _register()
 
+
+def entry() -> None:
+    """The ``aipc`` console script: under ``dvc repro`` a heavy command runs in the repro's warm worker
+    (``pipeline.worker``: the toolchain imported once, a fork per stage); otherwise, or if that fails, here."""
+    from pipeline.worker import delegate
+
+    code = delegate(sys.argv)
+    if code is not None:
+        sys.exit(code)
+    main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())

@@ -1,0 +1,196 @@
+"""The repro's warm worker (pipeline.worker): heavy ``aipc`` commands under DVC run as forks of one
+process that imported the toolchain once. These tests start real workers (each preloads ~9 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import worker
+
+try:
+    from .conftest import ROOT, venv_env
+except ImportError:
+    from conftest import ROOT, venv_env
+
+AIPC = str(Path(sys.executable).parent / "aipc")
+
+
+def test_the_subcommand_is_found_past_the_group_options():
+    assert worker._command(["aipc", "--cost-metrics", "m.json", "export", "openvino", "int4"]) == "export"
+    assert worker._command(["aipc", "-v", "--params", "p.yaml", "-q", "smoke", "npu", "int8"]) == "smoke"
+    assert worker._command(["aipc", "--params", "export", "bundle", "x"]) == "bundle"  # a value, not a command
+    assert worker._command(["aipc", "--help"]) is None
+
+
+def test_the_environment_key_ignores_only_the_stage_and_shell_variables():
+    env = {"HF_HOME": "/a", "DVC_ROOT": "/ws", "PATH": "/bin"}
+    same = dict(env, DVC_STAGE="export-openvino@int4", SHLVL="2", _="/bin/aipc", PWD="/ws", OLDPWD="/")
+    assert worker._env_key(env) == worker._env_key(same)
+    for k, v in (("HF_HOME", "/b"), ("HF_HUB_OFFLINE", "1"), ("OMP_NUM_THREADS", "1")):
+        assert worker._env_key(env) != worker._env_key(dict(env, **{k: v})), k
+
+
+def test_the_owner_is_the_nearest_ancestor_that_is_not_a_shell():
+    code = "from pipeline.worker import owner_pid; print(owner_pid())"
+    # bash runs a pipeline in forked subshells: python -> bash -> bash -> this test process
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -c '{code}' | cat"], capture_output=True, text=True,
+                       check=True)
+    assert int(r.stdout) == os.getpid()
+
+
+def test_outside_dvc_or_switched_off_a_command_runs_in_its_own_process(monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert worker.delegate(["aipc", "export", "--help"]) is None
+    monkeypatch.setenv("DVC_STAGE", "x")
+    monkeypatch.setenv("AIPC_WORKER", "0")
+    assert worker.delegate(["aipc", "export", "--help"]) is None
+    monkeypatch.setenv("AIPC_WORKER", "auto")
+    assert worker.delegate(["aipc", "bundle", "--help"]) is None  # not a heavy command
+
+
+@pytest.mark.slow
+def test_preloading_leaves_no_thread_a_fork_would_break_and_forked_children_compute():
+    """The fork-safety premise: after the preload only OpenBLAS's thread servers run (they stop before a
+    fork and restart in the child); numpy, torch (OpenMP) and OpenVINO then work in forked children."""
+    code = """
+import os, sys
+from pipeline.worker import preload, foreign_threads
+preload()
+assert foreign_threads() == 0, foreign_threads()
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        import numpy as np, torch, openvino as ov
+        a = np.random.default_rng(0).standard_normal((512, 512))
+        assert np.allclose(a @ np.eye(512), a)
+        t = torch.randn(256, 256)
+        assert torch.allclose(t @ torch.eye(256), t)
+        assert ov.Core().available_devices
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def _log(root: Path) -> str:
+    p = root / ".dvc" / "tmp" / "aipc-worker.log"
+    return p.read_text() if p.exists() else ""
+
+
+def _wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of a process that is not ours to reap counts as gone
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_stage_commands_run_in_one_worker_with_their_output_exit_codes_and_signals(tmp_path):
+    """As DVC runs them ($SHELL -c, DVC_STAGE set; this test process is the owner): one preload serves
+    every command; output, exit codes and errors are those of a fresh process; SIGINT reaches the
+    command; a command that dies takes its child with it; a different environment is not served."""
+    fifo = tmp_path / "params.fifo"
+    os.mkfifo(fifo)
+    env = venv_env(DVC_ROOT=str(tmp_path), DVC_STAGE="export-openvino@x", AIPC_WORKER_IDLE="60")
+    params = str(ROOT / "params.yaml")
+
+    def sh(cmd: str, **kw):
+        return subprocess.Popen(["bash", "--noprofile", "--norc", "-c", cmd], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    worker_pid = None
+    try:
+        r = sh(f"{AIPC} export --help")
+        out, err = r.communicate(timeout=240)
+        assert r.returncode == 0 and "openvino-base" in out, err
+        log = _log(tmp_path)
+        assert log.count("preloaded") == 1 and "pid " in log, log
+        worker_pid = int(re.search(r"worker\[(\d+)\]", log).group(1))
+
+        t0 = time.monotonic()
+        r = sh(f"{AIPC} --params {params} export openvino no-such-variant")
+        out, err = r.communicate(timeout=60)
+        assert r.returncode == 2 and "openvino.variants has no 'no-such-variant'" in err and "Traceback" not in err
+        assert time.monotonic() - t0 < 5, "a served command does not import the toolchain again"
+        assert _log(tmp_path).count("preloaded") == 1
+
+        # SIGINT to the command (what Ctrl-C in a terminal does) is passed on to the child
+        r = sh(f"exec {AIPC} --params {fifo} export openvino x")
+        line = _wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))}", _log(tmp_path)), 30,
+                         "the child to start")
+        child = int(line.group(1))
+        time.sleep(0.3)  # the child is blocked opening the FIFO
+        r.send_signal(signal.SIGINT)
+        out, err = r.communicate(timeout=30)
+        assert r.returncode == 130 and "aipc: interrupted" in err, (r.returncode, err)
+        _wait_for(lambda: not _alive(child), 10, "the interrupted child to exit")
+
+        # the command killed outright: the worker stops its child
+        r = sh(f"exec {AIPC} --params {fifo} export openvino y")
+        line = _wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))} export openvino y",
+                                           _log(tmp_path)), 30, "the second child to start")
+        child = int(line.group(1))
+        r.kill()
+        r.communicate(timeout=30)
+        _wait_for(lambda: not _alive(child), 30, "the orphaned child to be stopped")
+
+        # another environment (here HF_HOME) is never served by this worker: its own worker starts
+        r = subprocess.run(["bash", "-c", f"{AIPC} smoke --help"], env=dict(env, HF_HOME=str(tmp_path / "hf2")),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0 and "Usage: aipc smoke" in r.stdout
+        pids = set(re.findall(r"worker\[(\d+)\] INFO preloaded", _log(tmp_path)))
+        assert len(pids) == 2, _log(tmp_path)
+        assert _alive(worker_pid)
+    finally:
+        for pid in set(re.findall(r"worker\[(\d+)\]", _log(tmp_path))):
+            if _alive(int(pid)):
+                os.kill(int(pid), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_the_worker_exits_with_the_repro_that_started_it(tmp_path):
+    owner = ("import subprocess, sys; r = subprocess.run(['bash', '-c', sys.argv[1]]); sys.exit(r.returncode)")
+    env = venv_env(DVC_ROOT=str(tmp_path), DVC_STAGE="smoke-openvino@int4")
+    r = subprocess.run([sys.executable, "-c", owner, f"{AIPC} smoke --help"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and "Usage: aipc smoke" in r.stdout, r.stderr
+    log = _log(tmp_path)
+    pid = int(re.search(r"worker\[(\d+)\] INFO preloaded", log).group(1))
+    _wait_for(lambda: not _alive(pid), 15, "the worker to exit after its owner")
+    assert "the owner exited; stopping" in _log(tmp_path)
+
+
+def test_cost_metrics_say_how_the_stage_process_started(tmp_path, monkeypatch):
+    from pipeline.cost import measure
+
+    monkeypatch.delenv("AIPC_WORKER_CHILD", raising=False)
+    with measure("a", tmp_path / "a.json"):
+        pass
+    monkeypatch.setenv("AIPC_WORKER_CHILD", "1")
+    with measure("b", tmp_path / "b.json"):
+        pass
+    assert json.loads((tmp_path / "a.json").read_text())["process"] == "fresh"
+    assert json.loads((tmp_path / "b.json").read_text())["process"] == "worker-fork"
