@@ -3,7 +3,8 @@
 ``aipc --cost-metrics metrics/cost/<stage>.json <command>`` (what every stage in dvc.yaml runs)
 measures the command and writes the file only when it succeeds; ``aipc report`` shows the files
 next to the validation metrics. Peak RSS comes from ``getrusage``: ``ru_maxrss`` of this process and
-the largest of its waited-for children (the NPU-library worker, the ORT GenAI / OpenVINO helpers).
+the largest of its waited-for children (the NPU-library worker, the ORT GenAI / OpenVINO helpers),
+including those a stage worker forked for it (``add_remote_child``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from .fsutil import write_json
+
+
+# Processes this one started through a worker of another environment (pipeline.worker.start_process: the NPU
+# environment's helper) are the worker's children, not ours, so getrusage(RUSAGE_CHILDREN) cannot see them:
+# the worker reports their rusage with their exit status, and it is counted here as a child's.
+_remote = {"maxrss_kib": 0, "cpu_s": 0.0}
+
+
+def add_remote_child(maxrss_kib: int, cpu_s: float) -> None:
+    _remote["maxrss_kib"] = max(_remote["maxrss_kib"], int(maxrss_kib))
+    _remote["cpu_s"] += float(cpu_s)
 
 
 def _mib(kib: int) -> float:
@@ -37,18 +49,19 @@ def machine() -> dict[str, Any]:
 @contextlib.contextmanager
 def measure(stage: str, out: Path | None) -> Iterator[None]:
     """Measure the body; write ``out`` (if given) when it returns normally."""
-    t0, c0 = time.perf_counter(), os.times()
+    t0, c0, remote_cpu0 = time.perf_counter(), os.times(), _remote["cpu_s"]
     yield
     if out is None:
         return
     c1 = os.times()
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    child_rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, _remote["maxrss_kib"])
     write_json(out, {
         "stage": stage,
         "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round((c1.user - c0.user) + (c1.system - c0.system)
-                       + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2),
+                       + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+                       + (_remote["cpu_s"] - remote_cpu0), 2),
         "peak_rss_mib": _mib(max(self_rss, child_rss)),
         "peak_rss_self_mib": _mib(self_rss),
         "peak_rss_children_mib": _mib(child_rss),

@@ -41,17 +41,14 @@ from typing import Any
 
 log = logging.getLogger("aipc.worker")
 
-# Preloaded once per repro. onnxruntime is left out on purpose: importing it starts a native thread
-# (state a forked child would inherit without the thread); the ORT GenAI stages import it themselves.
-PRELOAD = (
-    "torch",
-    "transformers",
-    "openvino",
-    "nncf",
-    "optimum.intel.openvino",
-    "optimum.exporters.openvino",
-    "openvino_genai",
-)
+# Preloaded once per repro, per environment. onnxruntime is left out on purpose: importing it starts a
+# native thread (state a forked child would inherit without the thread); the ORT GenAI stages import it
+# themselves. "npu" is the isolated NPU environment's helper (envs/npu: python -m aipc_npu).
+PROFILES = {
+    "aipc": ("torch", "transformers", "openvino", "nncf", "optimum.intel.openvino", "optimum.exporters.openvino",
+             "openvino_genai"),
+    "npu": ("torch", "transformers", "intel_npu_acceleration_library", "neural_compressor"),
+}
 # Commands that import the toolchain: they run in the worker. Others (download, bundle, report, ...)
 # import little; ``download`` only starts the worker, so it imports while the download runs.
 HEAVY = frozenset({"export", "reference", "calibration", "smoke", "validate"})
@@ -74,9 +71,9 @@ def _env_key(env: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def address(owner: int, env: dict[str, str] | None = None) -> bytes:
+def address(owner: int, env: dict[str, str] | None = None, python: str | None = None) -> bytes:
     """The abstract socket name of the worker for this user, interpreter, DVC process and environment."""
-    key = json.dumps([os.getuid(), sys.executable, owner, _env_key(dict(os.environ if env is None else env))])
+    key = json.dumps([os.getuid(), python or sys.executable, owner, _env_key(dict(os.environ if env is None else env))])
     return b"\0aipc-worker-" + hashlib.sha256(key.encode()).hexdigest()[:32].encode()
 
 
@@ -91,7 +88,11 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 def owner_pid() -> int | None:
-    """The process that runs this stage: the nearest ancestor that is not a shell (``dvc repro``)."""
+    """The process that runs this stage: the nearest ancestor that is not a shell (``dvc repro``), or, in a
+    stage forked from a worker, that worker's owner (``AIPC_WORKER_OWNER``)."""
+    inherited = os.environ.get("AIPC_WORKER_OWNER", "")
+    if inherited.isdigit() and _proc_stat(int(inherited)) is not None:
+        return int(inherited)
     pid = os.getppid()
     for _ in range(16):
         stat = _proc_stat(pid)
@@ -129,9 +130,9 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-def _spawn(addr: bytes, owner: int) -> subprocess.Popen:
+def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, str]) -> subprocess.Popen:
     root = Path(os.environ.get("DVC_ROOT", "."))
-    logfile = root / ".dvc" / "tmp" / "aipc-worker.log"
+    logfile = root / ".dvc" / "tmp" / ("aipc-worker.log" if profile == "aipc" else f"aipc-worker-{profile}.log")
     try:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         err = open(logfile, "ab")  # noqa: SIM115 - handed to the child
@@ -139,8 +140,9 @@ def _spawn(addr: bytes, owner: int) -> subprocess.Popen:
         err = subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", "pipeline.worker", "--address", addr[1:].decode(), "--owner", str(owner)],
-            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
+            [python, "-P", "-m", "pipeline.worker", "--address", addr[1:].decode(), "--owner", str(owner),
+             "--profile", profile],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True, close_fds=True,
         )
     finally:
         if err is not subprocess.DEVNULL:
@@ -157,12 +159,16 @@ def _connect(addr: bytes) -> socket.socket | None:
         return None
 
 
-def _connect_or_start(addr: bytes, owner: int, wait: bool) -> socket.socket | None:
+def _connect_or_start(owner: int, wait: bool, profile: str = "aipc", python: str | None = None,
+                      env: dict[str, str] | None = None) -> socket.socket | None:
     """A connection to the worker; start it when there is none (and wait for it only if ``wait``)."""
+    python = python or sys.executable
+    env = dict(os.environ) if env is None else env
+    addr = address(owner, env, python)
     s = _connect(addr)
     if s is not None:
         return s
-    proc = _spawn(addr, owner)
+    proc = _spawn(owner, addr, profile, python, env)
     if not wait:
         return None
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -176,9 +182,14 @@ def _connect_or_start(addr: bytes, owner: int, wait: bool) -> socket.socket | No
     return None
 
 
+def under_dvc() -> bool:
+    """Whether commands may use workers: inside a ``dvc repro`` stage, not switched off, on Linux."""
+    return mode() != "off" and "DVC_STAGE" in os.environ and sys.platform.startswith("linux")
+
+
 def delegate(argv: list[str]) -> int | None:
     """Run ``aipc argv`` in this repro's worker and return its exit status, or None to run it here."""
-    if mode() == "off" or "DVC_STAGE" not in os.environ or not sys.platform.startswith("linux"):
+    if not under_dvc() or os.environ.get("AIPC_WORKER_CHILD"):
         return None
     try:
         command = _command(argv)
@@ -189,9 +200,10 @@ def delegate(argv: list[str]) -> int | None:
     owner = owner_pid()
     if owner is None:
         return None
-    addr = address(owner)
     try:
-        conn = _connect_or_start(addr, owner, wait=command in HEAVY)
+        conn = _connect_or_start(owner, wait=command in HEAVY)
+        if command in PREWARM:
+            _prewarm_other_environments(argv)
     except OSError:
         return None
     if conn is None or command not in HEAVY:
@@ -200,6 +212,116 @@ def delegate(argv: list[str]) -> int | None:
         return None
     with conn:
         return _run_remote(conn, argv)
+
+
+def _prewarm_other_environments(argv: list[str]) -> None:
+    """Start the NPU environment's worker too (it imports while the first stages run), when params.yaml
+    has NPU variants and the environment exists."""
+    try:
+        from stages.cli import main
+
+        ctx = main.make_context("aipc", list(argv[1:]), resilient_parsing=True)
+        from pipeline.config import load_params
+        from pipeline.export.npu import helper_worker
+
+        spec = helper_worker(load_params(Path(ctx.params["params_path"])))
+    except Exception as err:  # noqa: BLE001 - the download itself reports a bad params.yaml
+        log.debug("no NPU worker prewarm: %s", err)
+        return
+    owner = owner_pid()
+    if spec is not None and owner is not None:
+        conn = _connect_or_start(owner, wait=False, profile="npu", python=spec[0], env=spec[1])
+        if conn is not None:
+            conn.close()
+
+
+class RemoteProcess:
+    """A process forked by a worker of another environment, driven like a ``subprocess.Popen``."""
+
+    def __init__(self, conn: socket.socket, pid: int, stdin, stdout):
+        self._conn, self.pid, self.stdin, self.stdout = conn, pid, stdin, stdout
+        self.returncode: int | None = None
+
+    def _collect(self, timeout: float | None) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        self._conn.settimeout(timeout)
+        try:
+            data = self._conn.recv(MAX_MSG)
+        except (TimeoutError, BlockingIOError):
+            return None
+        msg = json.loads(data) if data else {"exit": 1}
+        self.returncode = int(msg["exit"])
+        self._conn.close()
+        if "maxrss_kib" in msg:  # this process's child for the cost metrics, though the worker forked it
+            from .cost import add_remote_child
+
+            add_remote_child(msg["maxrss_kib"], msg["cpu_s"])
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._collect(0.0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._collect(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+        return code
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def start_process(profile: str, python: str, module: str, args: list[str], env: dict[str, str], cwd: str,
+                  stdin: int | None, stdout: int | None, stderr: int) -> RemoteProcess | None:
+    """``python -m module args`` forked from the ``profile`` worker of that environment (started and waited
+    for if needed), under DVC only; None to start it the ordinary way. ``stdin``/``stdout`` are file
+    descriptors, or None for a pipe (``.stdin`` / ``.stdout`` of the result, binary)."""
+    if not under_dvc():
+        return None
+    owner = owner_pid()
+    if owner is None:
+        return None
+    try:
+        conn = _connect_or_start(owner, wait=True, profile=profile, python=python, env=env)
+    except OSError:
+        return None
+    if conn is None:
+        return None
+    ours: list[int] = []
+    theirs: list[int] = []
+    try:
+        fds = []
+        for fd, reading in ((stdin, True), (stdout, False)):
+            if fd is None:
+                r, w = os.pipe()
+                ours.append(w if reading else r)
+                theirs.append(r if reading else w)
+                fds.append(theirs[-1])
+            else:
+                fds.append(fd)
+        fds.append(stderr)
+        req = {"module": module, "argv": [module, *args], "cwd": cwd, "env": env, "t0": time.time()}
+        socket.send_fds(conn, [json.dumps(req).encode()], fds)
+        first = json.loads(conn.recv(MAX_MSG) or b"{}")
+    except (OSError, ValueError):
+        first = {}
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    if "pid" not in first:
+        for fd in ours:
+            os.close(fd)
+        conn.close()
+        return None
+    it = iter(ours)
+    pin = os.fdopen(next(it), "wb") if stdin is None else None
+    pout = os.fdopen(next(it), "rb") if stdout is None else None
+    return RemoteProcess(conn, int(first["pid"]), pin, pout)
 
 
 def _run_remote(conn: socket.socket, argv: list[str]) -> int | None:
@@ -265,18 +387,18 @@ def foreign_threads() -> int:
     return _threads() - 1 - blas
 
 
-def preload() -> float:
+def preload(profile: str = "aipc") -> float:
     t0 = time.perf_counter()
-    from pipeline.export.openvino import disable_telemetry  # tiny module chain, no toolchain import
+    from pipeline.toolchain import disable_telemetry  # standard library only
 
     disable_telemetry()
-    for name in PRELOAD:
+    for name in PROFILES[profile]:
         try:
             __import__(name)
         except ImportError as err:  # pragma: no cover - a missing optional package is imported by the child
             log.warning("preload: %s not importable (%s)", name, err)
     # The project's modules must be imported fresh in every child (DVC hashed them as deps).
-    for name in [m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages", "validation")]:
+    for name in [m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages", "validation", "aipc_npu")]:
         if name != __name__:
             del sys.modules[name]
     return time.perf_counter() - t0
@@ -293,7 +415,7 @@ def _exit_code(status: int) -> int:
     return 128 - code if code < 0 else code  # killed by signal N -> 128+N, as a shell reports it
 
 
-def _run_child(req: dict[str, Any], fds: list[int]) -> None:
+def _run_child(req: dict[str, Any], fds: list[int], owner: int) -> None:
     """In the forked child: become the command's process and run it. Never returns."""
     code = 1
     try:
@@ -318,11 +440,17 @@ def _run_child(req: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         os.environ["AIPC_WORKER_CHILD"] = "1"
+        os.environ["AIPC_WORKER_OWNER"] = str(owner)  # a worker of another environment belongs to the same repro
         sys.argv = list(req["argv"])
-        from stages.cli import main
-
         try:
-            main.main(args=sys.argv[1:], prog_name="aipc", standalone_mode=True)
+            if req.get("module"):  # python -m MODULE ARGS
+                import runpy
+
+                runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+            else:
+                from stages.cli import main
+
+                main.main(args=sys.argv[1:], prog_name="aipc", standalone_mode=True)
             code = 0
         except SystemExit as ex:
             code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
@@ -350,7 +478,7 @@ def _run_child(req: dict[str, Any], fds: list[int]) -> None:
         os._exit(code)
 
 
-def serve(addr: bytes, owner: int, idle_s: float) -> int:
+def serve(addr: bytes, owner: int, idle_s: float, profile: str = "aipc") -> int:
     """Preload, then fork a child per request until the owner exits or ``idle_s`` pass without a job.
 
     If preloading left threads behind, forking is unsafe: the worker still holds the address but
@@ -372,11 +500,11 @@ def serve(addr: bytes, owner: int, idle_s: float) -> int:
         log.info("another worker serves this address; exiting")
         return 0
     listener.listen(16)
-    took = preload()
+    took = preload(profile)
     foreign = foreign_threads()
     refuse = None if foreign == 0 else f"{foreign} non-BLAS threads after preloading: forking would be unsafe"
-    server = _Server(listener, owner_fd, env_key, refuse)
-    log.info("preloaded %s in %.1f s; %s for pid %d", ", ".join(PRELOAD), took,
+    server = _Server(listener, owner_fd, owner, env_key, refuse)
+    log.info("preloaded %s in %.1f s; %s for pid %d", ", ".join(PROFILES[profile]), took,
              f"refusing ({refuse})" if refuse else "serving", owner)
     server.loop(idle_s)
     logging.shutdown()
@@ -384,8 +512,8 @@ def serve(addr: bytes, owner: int, idle_s: float) -> int:
 
 
 class _Server:
-    def __init__(self, listener: socket.socket, owner_fd: int, env_key: str, refuse: str | None):
-        self.listener, self.owner_fd, self.env_key, self.refuse = listener, owner_fd, env_key, refuse
+    def __init__(self, listener: socket.socket, owner_fd: int, owner: int, env_key: str, refuse: str | None):
+        self.listener, self.owner_fd, self.owner, self.env_key, self.refuse = listener, owner_fd, owner, env_key, refuse
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, ("listen", None))
         self.sel.register(owner_fd, selectors.EVENT_READ, ("owner", None))
@@ -428,7 +556,7 @@ class _Server:
         self.listener.close()
 
     def _reap(self, job: _Job) -> None:
-        _, status = os.waitpid(job.pid, 0)
+        _, status, usage = os.wait4(job.pid, 0)
         self.sel.unregister(job.pidfd)
         if job.hangup_at is None:
             self.sel.unregister(job.conn)
@@ -436,7 +564,8 @@ class _Server:
         code = _exit_code(status)
         log.info("pid %d exited %d", job.pid, code)
         try:
-            job.conn.send(json.dumps({"exit": code}).encode())
+            job.conn.send(json.dumps({"exit": code, "maxrss_kib": usage.ru_maxrss,
+                                      "cpu_s": usage.ru_utime + usage.ru_stime}).encode())
         except OSError:
             pass
         job.conn.close()
@@ -480,10 +609,11 @@ class _Server:
                 self._close_inherited()
                 conn.close()
             finally:
-                _run_child(req, fds)
+                _run_child(req, fds, self.owner)
         for fd in fds:
             os.close(fd)
-        log.info("pid %d: aipc %s (%s)", pid, " ".join(req["argv"][1:]), req["env"].get("DVC_STAGE", ""))
+        log.info("pid %d: %s %s (%s)", pid, req.get("module") or "aipc", " ".join(req["argv"][1:]),
+                 req["env"].get("DVC_STAGE", ""))
         job = _Job(conn, pid, os.pidfd_open(pid))
         self.jobs[job.pidfd] = job
         self.sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job.pidfd))
@@ -507,9 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--address", required=True, help="abstract socket name (without the leading NUL)")
     ap.add_argument("--owner", type=int, required=True, help="serve while this process lives")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="aipc", help="what to preload")
     args = ap.parse_args(argv)
     idle = float(os.environ.get("AIPC_WORKER_IDLE", "600"))
-    return serve(b"\0" + args.address.encode(), args.owner, idle)
+    return serve(b"\0" + args.address.encode(), args.owner, idle, args.profile)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,52 @@ def test_the_worker_exits_with_the_repro_that_started_it(tmp_path):
     assert "the owner exited; stopping" in _log(tmp_path)
 
 
+@pytest.mark.slow
+def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, monkeypatch):
+    """The NPU environment's helper (python -m aipc_npu) through pipeline.worker.start_process: a worker of
+    that interpreter preloads torch / transformers / the library once; each helper is a fork of it, driven
+    like a Popen (pipes, wait, exit status), and its peak RSS and CPU reach our cost metrics."""
+    from pipeline import cost
+    from pipeline.config import load_params
+    from pipeline.export import npu
+
+    spec = npu.helper_worker(load_params(ROOT / "params.yaml"))
+    if spec is None:
+        pytest.skip("no NPU environment (bash envs/npu/setup.sh)")
+    python, env = spec
+    monkeypatch.setenv("DVC_STAGE", "export-npu@int4")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("AIPC_WORKER_IDLE", "60")
+    monkeypatch.setattr(cost, "_remote", {"maxrss_kib": 0, "cpu_s": 0.0})
+    try:
+        for _ in range(2):
+            with open(os.devnull, "rb") as devnull, open(tmp_path / "err.log", "wb") as err:
+                proc = worker.start_process("npu", python, "aipc_npu", ["info"], env, str(tmp_path), devnull.fileno(),
+                                            None, err.fileno())
+                assert isinstance(proc, worker.RemoteProcess)
+                out = proc.stdout.read()
+                assert proc.wait(timeout=60) == 0 and proc.poll() == 0
+            info = json.loads(out.decode().strip().splitlines()[-1])
+            assert info["ok"] and info["versions"]["intel-npu-acceleration-library"] == "1.4.0"
+            assert info["prefix"] == str(Path(python).parent.parent)
+        log = (tmp_path / ".dvc" / "tmp" / "aipc-worker-npu.log").read_text()
+        assert log.count("INFO preloaded torch, transformers, intel_npu_acceleration_library") == 1, log
+        assert log.count(": aipc_npu info") == 2, log
+        assert cost._remote["maxrss_kib"] > 50_000, "the forked helper's peak RSS is reported"
+        # through the exporter's own call, with the error path: a bad --dtype is the helper's usage error
+        from pipeline.errors import PipelineError
+
+        with pytest.raises(PipelineError) as exc:
+            npu.run_helper(Path(python), ["compile", "--src", str(tmp_path), "--out", str(tmp_path / "o"),
+                                          "--dtype", "int3"], "a bad dtype")
+        assert "int3" in str(exc.value)
+    finally:
+        for pid in set(re.findall(r"worker\[(\d+)\]", _log(tmp_path) + (tmp_path / ".dvc" / "tmp" / "aipc-worker-npu.log")
+                                  .read_text())):
+            if _alive(int(pid)):
+                os.kill(int(pid), signal.SIGTERM)
+
+
 def test_cost_metrics_say_how_the_stage_process_started(tmp_path, monkeypatch):
     from pipeline.cost import measure
 
@@ -194,3 +240,19 @@ def test_cost_metrics_say_how_the_stage_process_started(tmp_path, monkeypatch):
         pass
     assert json.loads((tmp_path / "a.json").read_text())["process"] == "fresh"
     assert json.loads((tmp_path / "b.json").read_text())["process"] == "worker-fork"
+
+
+def test_a_remote_childs_peak_and_cpu_count_as_a_childs(tmp_path, monkeypatch):
+    from pipeline import cost
+
+    monkeypatch.setattr(cost, "_remote", {"maxrss_kib": 0, "cpu_s": 0.0})
+    with measure_to(tmp_path / "c.json"):
+        cost.add_remote_child(8 << 20, 12.5)  # 8 GiB, 12.5 s
+    m = json.loads((tmp_path / "c.json").read_text())
+    assert m["peak_rss_children_mib"] == 8192 and m["peak_rss_mib"] == 8192 and m["cpu_s"] >= 12.5
+
+
+def measure_to(path):
+    from pipeline.cost import measure
+
+    return measure(path.stem, path)

@@ -85,10 +85,14 @@ def check_platform() -> None:
         )
 
 
+def _interpreter(path: Path) -> Path:
+    return path / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
 def env_python(path: Path) -> Path:
     """The NPU environment's interpreter; :class:`EnvironmentProblem` if the environment is missing."""
     check_platform()
-    exe = path / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    exe = _interpreter(path)
     if not exe.is_file():
         raise EnvironmentProblem(
             f"the NPU environment {path} is missing (params npu.env_dir = {path.name!r}): "
@@ -141,25 +145,51 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
+def helper_worker(params: Params) -> tuple[str, dict[str, str]] | None:
+    """(python, environment) of the NPU environment's stage worker, when params has NPU variants and the
+    environment is built; None otherwise (``pipeline.worker`` prewarms it at the download stage)."""
+    if not params.npu.variants:
+        return None
+    python = _interpreter(env_dir(params.npu))
+    return (str(python), helper_env()) if python.is_file() else None
+
+
+def _start_helper(python: Path, args: list[str], cwd: str, stderr: int, stdin: int | None = None,
+                  stdout: int | None = None):
+    """``python -m aipc_npu ARGS``: forked from the NPU environment's warm worker under ``dvc repro`` (its
+    torch / transformers / library imports done once per repro), else a fresh process. Both give a
+    Popen-like object; ``stdin`` / ``stdout`` None means a pipe."""
+    from .. import worker
+
+    proc = worker.start_process("npu", str(python), "aipc_npu", args, helper_env(), cwd, stdin, stdout, stderr)
+    if proc is not None:
+        return proc
+    return subprocess.Popen([str(python), "-m", "aipc_npu", *args], env=helper_env(), cwd=cwd, stderr=stderr,
+                            stdin=subprocess.PIPE if stdin is None else stdin,
+                            stdout=subprocess.PIPE if stdout is None else stdout)
+
+
 def run_helper(python: Path, args: list[str], what: str) -> dict[str, Any]:
     """Run ``python -m aipc_npu ARGS`` once; its JSON result, or the project's exception."""
     with tempfile.TemporaryDirectory(prefix="aipc-npu-log-") as d:
         errlog = Path(d) / "stderr.log"
-        with open(errlog, "wb") as err:
-            proc = subprocess.run([str(python), "-m", "aipc_npu", *args], stdout=subprocess.PIPE, stderr=err,
-                                  env=helper_env(), cwd=d, stdin=subprocess.DEVNULL)
+        with open(errlog, "wb") as err, open(os.devnull, "rb") as devnull:
+            proc = _start_helper(python, args, d, err.fileno(), stdin=devnull.fileno())
+            with proc.stdout:
+                out = proc.stdout.read()
+            code = proc.wait()
         tail = _tail(errlog)
         if tail:
             log.debug("aipc_npu %s stderr:\n%s", args[0], tail)
         payload = None
-        for line in reversed(proc.stdout.decode("utf-8", errors="replace").splitlines()):
+        for line in reversed(out.decode("utf-8", errors="replace").splitlines()):
             try:
                 payload = json.loads(line)
                 break
             except json.JSONDecodeError:
                 continue
-        if proc.returncode != 0 or not payload or not payload.get("ok"):
-            raise _error_from(payload, what, tail, proc.returncode)
+        if code != 0 or not payload or not payload.get("ok"):
+            raise _error_from(payload, what, tail, code)
         return payload
 
 
@@ -292,11 +322,9 @@ class NPUArtifact:
         expect = self._tmp / "expect-sha256.json"  # exactly the table checked above
         expect.write_text(json.dumps({k: v["sha256"] for k, v in record["files"].items()}), encoding="utf-8")
         self._errlog = open(self._tmp / "worker-stderr.log", "wb")
-        self._proc = subprocess.Popen(
-            [str(python), "-m", "aipc_npu", "serve", "--artifact", str(self.folder),
-             "--manifest", str(self.folder / EXPORT_JSON), "--expect-sha256-json", str(expect)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errlog, env=helper_env(), cwd=self._tmp,
-        )
+        self._proc = _start_helper(
+            python, ["serve", "--artifact", str(self.folder), "--manifest", str(self.folder / EXPORT_JSON),
+                     "--expect-sha256-json", str(expect)], str(self._tmp), self._errlog.fileno())
         try:
             ready = self._read("loading the NPU artifact")
         except BaseException:

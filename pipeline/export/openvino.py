@@ -20,7 +20,7 @@ from ..config import OpenVINOVariant, Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import MappedPages, atomic_dir, write_json
 from ..sources.checkpoint import read_model_config
-from ..toolchain import versions
+from ..toolchain import disable_telemetry, versions
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,6 @@ REQUIRED_FILES = (
     "config.json",
     "generation_config.json",
 )
-
-
-def disable_telemetry() -> None:
-    """Decline OpenVINO telemetry for this process only (no consent file is written).
-
-    Offline, openvino-telemetry forks a child per event (~2x export time), and a pipeline
-    should not phone home from users' CI. This is the library's own "declined" path.
-    """
-    try:
-        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:  # pragma: no cover - telemetry package absent: nothing to disable
-        return
-    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
 
 
 def from_base(variant: OpenVINOVariant) -> bool:

@@ -24,7 +24,7 @@ class OpenVINORunner(Runner):
 
     def __init__(self, folder: Path, runtime: OpenVINORuntime):
         super().__init__(folder)
-        from pipeline.export.openvino import disable_telemetry
+        from pipeline.toolchain import disable_telemetry
 
         disable_telemetry()
         import openvino as ov
