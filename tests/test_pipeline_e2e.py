@@ -246,9 +246,10 @@ def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
         if stage.startswith(("export-", "reference", "calibration", "smoke-", "validate-")):
             m = json.loads((ws / "metrics" / "cost" / f"{stage.replace('@', '-')}.json").read_text())
             assert m["process"] == "worker-fork", (stage, m)
-    tmp = ws / ".dvc" / "tmp"
-    assert (tmp / "aipc-worker.log").read_text().count("INFO preloaded") == 1
-    assert (tmp / "aipc-worker-npu.log").read_text().count("INFO preloaded") == 1
+    # one preload per repro and environment (the log accumulates over the repros run in this workspace)
+    for log in ("aipc-worker.log", "aipc-worker-npu.log"):
+        owners = re.findall(r"INFO preloaded .* serving for pid (\d+)", (ws / ".dvc" / "tmp" / log).read_text())
+        assert owners and len(owners) == len(set(owners)), (log, owners)
     rep = subprocess.run([str(Path(sys.executable).parent / "aipc"), "report", "--no-plots"], cwd=ws, env=env,
                          capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0 and "per-stage cost" in rep.stdout and "export-openvino-int4" in rep.stdout, rep.stdout
