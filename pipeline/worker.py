@@ -58,6 +58,7 @@ PREWARM = frozenset({"download"})
 ENV_IGNORED = frozenset({"DVC_STAGE", "SHLVL", "_", "PWD", "OLDPWD", "PS1"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 READY_TIMEOUT_S = 180.0
+PREWARM_NICE = 10
 HANGUP_GRACE_S = 20.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 MAX_MSG = 1 << 20
@@ -130,7 +131,7 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, str], nice: int) -> subprocess.Popen:
     root = Path(os.environ.get("DVC_ROOT", "."))
     logfile = root / ".dvc" / "tmp" / ("aipc-worker.log" if profile == "aipc" else f"aipc-worker-{profile}.log")
     try:
@@ -141,7 +142,7 @@ def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, st
     try:
         return subprocess.Popen(
             [python, "-P", "-m", "pipeline.worker", "--address", addr[1:].decode(), "--owner", str(owner),
-             "--profile", profile],
+             "--profile", profile, "--nice", str(nice)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True, close_fds=True,
         )
     finally:
@@ -168,7 +169,8 @@ def _connect_or_start(owner: int, wait: bool, profile: str = "aipc", python: str
     s = _connect(addr)
     if s is not None:
         return s
-    proc = _spawn(owner, addr, profile, python, env)
+    # a worker started ahead of need imports at low CPU priority: on idle cycles, not the running stage's
+    proc = _spawn(owner, addr, profile, python, env, nice=0 if wait else PREWARM_NICE)
     if not wait:
         return None
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -638,7 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", required=True, help="abstract socket name (without the leading NUL)")
     ap.add_argument("--owner", type=int, required=True, help="serve while this process lives")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="aipc", help="what to preload")
+    ap.add_argument("--nice", type=int, default=0, help="lower the CPU priority by this much (os.nice)")
     args = ap.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
     idle = float(os.environ.get("AIPC_WORKER_IDLE", "600"))
     return serve(b"\0" + args.address.encode(), args.owner, idle, args.profile)
 
