@@ -205,7 +205,7 @@ def delegate(argv: list[str]) -> int | None:
     try:
         conn = _connect_or_start(owner, wait=command in HEAVY)
         if command in PREWARM:
-            _prewarm_other_environments(argv)
+            _prewarm_other_environments(argv, owner)
     except OSError:
         return None
     if conn is None or command not in HEAVY:
@@ -216,7 +216,7 @@ def delegate(argv: list[str]) -> int | None:
         return _run_remote(conn, argv)
 
 
-def _prewarm_other_environments(argv: list[str]) -> None:
+def _prewarm_other_environments(argv: list[str], owner: int) -> None:
     """Start the NPU environment's worker too (it imports while the first stages run), when params.yaml
     has NPU variants and the environment exists."""
     try:
@@ -230,8 +230,7 @@ def _prewarm_other_environments(argv: list[str]) -> None:
     except Exception as err:  # noqa: BLE001 - the download itself reports a bad params.yaml
         log.debug("no NPU worker prewarm: %s", err)
         return
-    owner = owner_pid()
-    if spec is not None and owner is not None:
+    if spec is not None:
         conn = _connect_or_start(owner, wait=False, profile="npu", python=spec[0], env=spec[1])
         if conn is not None:
             conn.close()
@@ -272,10 +271,7 @@ class RemoteProcess:
 
     def kill(self) -> None:
         if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(self.pid, signal.SIGKILL)
 
 
 def start_process(profile: str, python: str, module: str, args: list[str], env: dict[str, str], cwd: str,
@@ -307,15 +303,13 @@ def start_process(profile: str, python: str, module: str, args: list[str], env: 
             else:
                 fds.append(fd)
         fds.append(stderr)
-        req = {"module": module, "argv": [module, *args], "cwd": cwd, "env": env, "t0": time.time()}
-        socket.send_fds(conn, [json.dumps(req).encode()], fds)
-        first = json.loads(conn.recv(MAX_MSG) or b"{}")
-    except (OSError, ValueError):
-        first = {}
+        pid = _submit(conn, {"module": module, "argv": [module, *args], "cwd": cwd, "env": env}, fds)
+    except OSError:  # no pipe to be had: start it the ordinary way
+        pid = None
     finally:
         for fd in theirs:
             os.close(fd)
-    if "pid" not in first:
+    if pid is None:
         for fd in ours:
             os.close(fd)
         conn.close()
@@ -323,37 +317,30 @@ def start_process(profile: str, python: str, module: str, args: list[str], env: 
     it = iter(ours)
     pin = os.fdopen(next(it), "wb") if stdin is None else None
     pout = os.fdopen(next(it), "rb") if stdout is None else None
-    return RemoteProcess(conn, int(first["pid"]), pin, pout)
+    return RemoteProcess(conn, pid, pin, pout)
 
 
-def _run_remote(conn: socket.socket, argv: list[str]) -> int | None:
-    req = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "t0": time.time()}
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+def _submit(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> int | None:
+    """Send a request with its stdin/stdout/stderr; the pid of the worker's fork, or None when it was refused
+    (e.g. the environment differs) or the worker went away before forking: then run it the ordinary way."""
     try:
-        socket.send_fds(conn, [json.dumps(req).encode()], [0, 1, 2])
+        socket.send_fds(conn, [json.dumps(req).encode()], fds)
         # the worker answers once it has preloaded (a command may connect while it imports)
         first = json.loads(conn.recv(MAX_MSG) or b"{}")
     except (OSError, ValueError):
         return None
-    if "pid" not in first:  # refused (e.g. the environment differs) or gone before forking: run here
+    return int(first["pid"]) if "pid" in first else None
+
+
+def _run_remote(conn: socket.socket, argv: list[str]) -> int | None:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    child = _submit(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
+    if child is None:
         return None
-    child = int(first["pid"])
-
-    def forward(signum, _frame):
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    old = {s: signal.signal(s, forward) for s in FORWARDED}
+    old = {s: signal.signal(s, lambda signum, _frame: _kill(child, signum)) for s in FORWARDED}
     try:
-        while True:
-            try:
-                data = conn.recv(MAX_MSG)
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-                continue
+        data = conn.recv(MAX_MSG)  # a forwarded signal's handler returns; recv is retried (PEP 475)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -161,10 +161,11 @@ def _start_helper(python: Path, args: list[str], cwd: str, stderr: int, stdin: i
     Popen-like object; ``stdin`` / ``stdout`` None means a pipe."""
     from .. import worker
 
-    proc = worker.start_process("npu", str(python), "aipc_npu", args, helper_env(), cwd, stdin, stdout, stderr)
+    env = helper_env()
+    proc = worker.start_process("npu", str(python), "aipc_npu", args, env, cwd, stdin, stdout, stderr)
     if proc is not None:
         return proc
-    return subprocess.Popen([str(python), "-m", "aipc_npu", *args], env=helper_env(), cwd=cwd, stderr=stderr,
+    return subprocess.Popen([str(python), "-m", "aipc_npu", *args], env=env, cwd=cwd, stderr=stderr,
                             stdin=subprocess.PIPE if stdin is None else stdin,
                             stdout=subprocess.PIPE if stdout is None else stdout)
 
