@@ -143,6 +143,84 @@ def test_compile_loads_fp32_at_one_copy_bit_identical_under_the_envs_transformer
     assert "cast to torch.float32" in r.stderr
 
 
+_PACK_CHECK = """
+import numpy as np, torch, warnings
+warnings.filterwarnings("ignore")
+from neural_compressor.adaptor.torch_utils.model_wrapper import WeightOnlyLinear
+from aipc_npu.packing import faster_packing, pack
+
+loop = WeightOnlyLinear.pack_tensor_with_numpy
+class Layer:
+    pass
+rng = np.random.default_rng(0)
+n = 0
+for bits, cdt, width in ((4, torch.int8, 8), (4, torch.int32, 32), (8, torch.int32, 32), (4, torch.int16, 16),
+                         (2, torch.int8, 8), (8, torch.int8, 8)):
+    for cols in (1, 7, 8, 33, 64, 96):
+        layer = Layer(); layer.bits, layer.compression_dtype, layer.n_pack = bits, cdt, width // bits
+        for src in (torch.int8, torch.int32):
+            raw = torch.from_numpy(rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(5, cols))).to(src)
+            a, b = loop(layer, raw), pack(layer, raw)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), (bits, cdt, cols, src)
+            n += 1
+with faster_packing() as on:
+    assert on and WeightOnlyLinear.pack_tensor_with_numpy is pack
+assert WeightOnlyLinear.pack_tensor_with_numpy is loop
+print("ok", n)
+"""
+
+
+def test_vectorized_packing_equals_neural_compressors_loop(npu_python):
+    """aipc_npu.packing.pack gives the bytes of neural-compressor's own pack_tensor_with_numpy (odd and
+    even widths, 2/4/8 bits, int8/16/32 compression, int8/int32 input), and the patch is undone after."""
+    r = subprocess.run([str(npu_python), "-c", _PACK_CHECK], cwd=ROOT / "envs" / "npu", capture_output=True,
+                       text=True, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok 72", r.stderr[-2000:]
+
+
+_COMPILE_BOTH_WAYS = """
+import sys, torch, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import aipc_npu.packing as packing
+from aipc_npu.model import compile_checkpoint
+
+def tensors(path):
+    model = torch.load(path, weights_only=False)
+    found = dict(model.state_dict())
+    for name, module in model.named_modules():  # QuantizedLinear keeps its weight and scale as attributes
+        found.update({f"{name}.{k}": v for k, v in vars(module).items() if isinstance(v, torch.Tensor)})
+    return found
+
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+for dtype in ("int4", "int8"):
+    fast = compile_checkpoint(src, out / ("fast-" + dtype), dtype)
+    checked, packing.CHECKED_VERSION = packing.CHECKED_VERSION, "another version"
+    loop = compile_checkpoint(src, out / ("loop-" + dtype), dtype)
+    packing.CHECKED_VERSION = checked
+    assert fast["packing"].startswith("aipc_npu.packing") and loop["packing"] == "neural-compressor", (fast, loop)
+    a, b = tensors(out / ("fast-" + dtype) / "model.pt"), tensors(out / ("loop-" + dtype) / "model.pt")
+    assert a.keys() == b.keys() and len(a) > 10
+    bad = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+    assert not bad, bad
+    assert any(v.dtype in (torch.int8, torch.uint8) for v in a.values())
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_compile_with_vectorized_packing_equals_the_librarys_loop(npu_python, tmp_path, embedded_dir):
+    """A tiny bf16 Phi-3 compiled at int4 and int8 with aipc_npu.packing and with neural-compressor's own
+    loop: every tensor of the pickled model (state and QuantizedLinear attributes) is equal."""
+    from pipeline.export.npu import helper_env
+    from tiny import make_tiny_phi3
+
+    ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, dtype="bfloat16")
+    r = subprocess.run([str(npu_python), "-c", _COMPILE_BOTH_WAYS, str(ckpt), str(tmp_path / "out")], cwd=tmp_path,
+                       capture_output=True, text=True, env=helper_env(), timeout=900)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_second_env_reuses_the_cached_wheel(npu_python, tmp_path):
     """A second environment installs the cached library wheel: cmake is shadowed by a failing
@@ -289,6 +367,7 @@ def test_export_record(npu_artifact):
     assert rt["transformers"] == "4.57.6" and rt["torch"].startswith("2.13.0") and rt["openvino"] == "2024.4.0"
     assert record["compile"]["lm_head_untied"] is True  # SmolLM2 ties lm_head to the embedding
     assert record["compile"]["linear_types"] == ["QuantizedLinear"]
+    assert record["compile"]["packing"] == "aipc_npu.packing (vectorized, bit-identical)"
     names = {p.name for p in out.iterdir()}
     assert {"model.pt", "aipc_export.json", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "chat_template.jinja"} <= names

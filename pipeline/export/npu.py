@@ -244,6 +244,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
                 if variant.dtype in ("int4", "int8") else None,
                 "lm_head_untied": result["lm_head_untied"],
                 "linear_types": result["linear_types"],
+                "packing": result.get("packing"),
             },
             "device": result["device"],
             "files": files,

@@ -18,6 +18,7 @@ from .artifact import (
     check_versions, expected_hashes, open_verified, read_json, sha256_file, verify_files, versions,
 )
 from .errors import NPUError
+from .packing import faster_packing
 
 log = logging.getLogger("aipc_npu")
 
@@ -124,7 +125,7 @@ def compile_checkpoint(src: Path, out: Path, dtype: str) -> dict[str, Any]:
             if not n.endswith(".weight") or "embed" in n or "norm" in n}
     t_compile = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), faster_packing(dtype != "fp16") as vectorized:
             model = npu.compile(model, cfg)
     except Exception as err:  # noqa: BLE001
         raise NPUError("compile", f"intel_npu_acceleration_library.compile({dtype}) failed: {type(err).__name__}: {err}") from err
@@ -164,6 +165,7 @@ def compile_checkpoint(src: Path, out: Path, dtype: str) -> dict[str, Any]:
         "model_sha256": sha256_file(out / MODEL_FILE),
         "copied": copied,
         "lm_head_untied": untied,
+        "packing": "aipc_npu.packing (vectorized, bit-identical)" if vectorized else "neural-compressor",
         "linear_types": quantized,
         "versions": versions(),
         **device_info(npu_present),
