@@ -180,3 +180,60 @@ def test_int4_quantized_from_disk_is_byte_identical_to_the_builder_in_memory(tmp
         assert (out / f).read_bytes() == (ref / f).read_bytes(), f
     make_genai_config_portable(ref)  # ours drops two default-valued keys older runtimes reject
     assert json.loads((out / "genai_config.json").read_text()) == json.loads((ref / "genai_config.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,variant", [
+    ("dml-fp16", {"precision": "fp16", "execution_provider": "dml"}),
+    ("cpu-fp32", {"precision": "fp32", "execution_provider": "cpu"}),
+])
+def test_layers_built_without_random_init_are_byte_identical(tmp_path, tiny_phi3, key, variant):
+    """The export skips torch's random init of the Linear modules the builder creates to split qkv_proj /
+    gate_up_proj (their weights are assigned right after); the model is what the builder as is writes.
+    (The INT4 variants are compared the same way by the test above.)"""
+    import torch
+
+    from pipeline.export.ortgenai import layers_without_random_init, make_genai_config_portable, run_builder
+
+    calls = []
+    real = torch.nn.init.kaiming_uniform_
+    with layers_without_random_init() as active:
+        # inside make_layer the init functions are no-ops: count the calls that reach torch
+        torch.nn.init.kaiming_uniform_ = lambda *a, **k: calls.append(1) or real(*a, **k)
+        try:
+            torch.nn.Linear(4, 4)
+        finally:
+            torch.nn.init.kaiming_uniform_ = real
+    assert active and calls == [1], "outside make_layer the init runs as usual"
+
+    out, _ = _build(tmp_path, tiny_phi3, key, variant)
+    ref = tmp_path / "upstream"
+    run_builder(key, params_with({key: variant}).ortgenai.variants[key], tiny_phi3, ref, tmp_path / "cache")
+    for f in ("model.onnx", "model.onnx.data"):
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+    make_genai_config_portable(ref)
+    assert json.loads((out / "genai_config.json").read_text()) == json.loads((ref / "genai_config.json").read_text())
+
+
+def test_no_random_init_inside_the_builders_make_layer():
+    """Within the wrap, the builder's make_layer sees torch's init functions as no-ops (the Linear it
+    creates keeps torch.empty's memory instead of a kaiming_uniform_ fill), and the wrap is undone after."""
+    import torch
+
+    from pipeline.export.ortgenai import _builder_model_class, layers_without_random_init
+
+    model_class = _builder_model_class()
+    upstream = model_class.make_layer
+    seen = []
+
+    def probe(self, layer_id, layer):
+        seen.append(torch.nn.init.kaiming_uniform_.__name__)
+
+    model_class.make_layer = probe
+    try:
+        with layers_without_random_init():
+            model_class.make_layer(object.__new__(model_class), 0, None)
+        model_class.make_layer(object.__new__(model_class), 0, None)
+    finally:
+        model_class.make_layer = upstream
+    assert seen == ["empty_func", "kaiming_uniform_"]
