@@ -120,3 +120,26 @@ def test_variant_without_a_base_says_how_to_build_it(tmp_path, embedded_dir):
         openvino.export(params, "int4", embedded_dir, tmp_path / "out", base_dir=tmp_path / "nope")
     assert "no OpenVINO base IR" in str(err.value) and "aipc export openvino-base" in err.value.fix
     assert not (tmp_path / "out").exists()
+
+
+def test_bf16_to_f16_is_torchs_cast_and_numpys_for_every_pattern():
+    """fp16_from_base converts with torch's bf16 -> fp16 cast (the one optimum-cli's fp16 load applies):
+    checked on all 65536 bf16 bit patterns against torch on a bfloat16 tensor, and against the
+    exact-widen-then-round numpy path (equal bits except NaN payloads, which stay NaN)."""
+    import torch
+
+    from pipeline.export.openvino import bf16_bits_to_f16
+
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    got = bf16_bits_to_f16(bits)
+    assert got.dtype == np.float16 and got.shape == bits.shape
+    torch_cast = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).to(torch.float16).numpy()
+    assert np.array_equal(got.view(np.uint16), torch_cast.view(np.uint16))
+    with np.errstate(over="ignore"):
+        widened = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float16)
+    same = got.view(np.uint16) == widened.view(np.uint16)
+    assert np.isnan(widened[~same]).all() and np.isnan(got[~same]).all() and same.sum() > 65000
+    assert np.isinf(got[bits == 0x7F80]).all() and got[bits == 0x3F80][0] == 1.0  # +inf and 1.0 kept
+    ro = bits.reshape(256, 256)
+    ro.setflags(write=False)  # OpenVINO hands constants out read-only
+    assert np.array_equal(bf16_bits_to_f16(ro).view(np.uint16), got.reshape(256, 256).view(np.uint16))

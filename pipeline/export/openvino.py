@@ -227,16 +227,33 @@ def _unshare(base: Path, dest: Path) -> None:
             shutil.copy2(twin, f)
 
 
-_CHUNK = 1 << 22  # elements per bf16 -> f16 conversion step
+def bf16_bits_to_f16(bits):
+    """bf16 values given as their raw 16-bit patterns (uint16 array) -> float16 array, by torch's cast.
+
+    torch's bf16 -> fp16 cast is what optimum-cli's fp16 export applies to a bf16 checkpoint (it loads
+    the model with ``dtype=float16``): exact widening to f32, then round to nearest even, overflow to
+    inf. Multi-threaded and vectorized, without a float32 copy: 0.36 s for 200 M values where the
+    numpy path (``(bits << 16).view(f32)`` assigned to f16) took 23.8 s on this machine. Equal to that
+    numpy path for every one of the 65536 bf16 patterns except NaN payloads (NaN either way;
+    tests/test_openvino.py checks all of them).
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # OpenVINO's constant data is a read-only view: torch warns, and only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        src = torch.from_numpy(bits.view("uint16"))
+    return src.view(torch.bfloat16).to(torch.float16).numpy()
 
 
 def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None:
     """``optimum-cli export openvino --weight-format fp16`` from the base IR instead of a second trace.
 
     optimum-cli loads a bf16 source as fp16 and saves with ``compress_to_fp16``; the base holds the
-    bf16 weights. Converting each bf16 constant to f16 (bf16 -> f32 is exact; f32 -> f16 rounds to
-    nearest even, as torch's bf16 -> fp16 cast does) and saving with ``compress_to_fp16`` gives the
-    same ``openvino_model.bin`` byte for byte and the same logits (tests/test_openvino.py). Also as
+    bf16 weights. Converting each bf16 constant to f16 with torch's cast (:func:`bf16_bits_to_f16`, the
+    cast optimum's fp16 load applies) and saving with ``compress_to_fp16`` gives the same
+    ``openvino_model.bin`` byte for byte and the same logits (tests/test_openvino.py). Also as
     optimum does for unquantized models: the ``KV_CACHE_PRECISION=f16`` runtime option, and
     ``config.json`` recording the fp16 load.
     """
@@ -246,31 +263,26 @@ def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None
 
     model = ov.Core().read_model(str(base / "openvino_model.xml"))  # the .bin is memory-mapped
     release = MappedPages(base / "openvino_model.bin")
-    converted = 0
+    converted = []  # the f16 arrays the new constants share (no copy into OpenVINO): alive until saved
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.bf16:
             continue
         # OpenVINO hands bf16 data out as its raw 16-bit patterns (numpy has no bfloat16)
         bits = np.asarray(op.data).view(np.uint16)
-        f16 = np.empty(bits.shape, np.float16)
-        flat_in, flat_out = bits.reshape(-1), f16.reshape(-1)
-        for i in range(0, flat_in.size, _CHUNK):  # in chunks: a whole f32 copy of the embedding is 0.6 GiB at 3.8B
-            flat_out[i:i + _CHUNK] = (flat_in[i:i + _CHUNK].astype(np.uint32) << 16).view(np.float32)
-        del flat_in, flat_out
+        f16 = bf16_bits_to_f16(bits)
         release(bits)  # the bf16 pages are read for the last time: drop them, or they and the f16 copy add up
         del bits
-        new = opset13.constant(f16, dtype=ov.Type.f16)
-        del f16
+        new = opset13.constant(f16, dtype=ov.Type.f16, shared_memory=True)
+        converted.append(f16)
         new.set_friendly_name(op.get_friendly_name())
         new.output(0).get_tensor().set_names(op.output(0).get_tensor().get_names())
         for target in list(op.output(0).get_target_inputs()):
             target.replace_source_output(new.output(0))
-        converted += 1
     model.validate_nodes_and_infer_types()
     model.set_rt_info("f16", ["runtime_options", "KV_CACHE_PRECISION"])
-    log.info("fp16 from the base IR: %d bf16 weight constants converted to f16", converted)
+    log.info("fp16 from the base IR: %d bf16 weight constants converted to f16", len(converted))
     ov.save_model(model, str(dest / "openvino_model.xml"), compress_to_fp16=True)
-    del model
+    del model, converted
     if _source_dtype(model_config) in ("bfloat16", "float16"):  # optimum loads 16-bit sources as fp16 for an fp16 export
         cfg_path = dest / "config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
