@@ -115,20 +115,23 @@ def mode() -> str:
 # --------------------------------------------------------------------------- client side
 
 
-def _command(argv: list[str]) -> str | None:
-    """The aipc subcommand in ``argv`` (options of the group skipped), or None."""
+def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """The aipc subcommand in ``argv`` and the group's options, parsed by the ``aipc`` group itself
+    (click's ``parse_args``, resilient: no callbacks, no errors, no ``--help`` exit)."""
+    import click
+
     from stages.cli import main
 
-    skip_value = {o for p in main.params if not p.is_flag and not p.count for o in p.opts}
-    args = iter(argv[1:])
-    for a in args:
-        if a in skip_value:
-            next(args, None)
-        elif a.startswith("-"):
-            continue
-        else:
-            return a
-    return None
+    ctx = click.Context(main, info_name="aipc", resilient_parsing=True)
+    with ctx.scope(cleanup=False):
+        # the group's options only (Command.parse_args): what is left starts with the subcommand
+        rest = click.Command.parse_args(main, ctx, list(argv[1:]))
+    return (rest[0] if rest else None), dict(ctx.params)
+
+
+def _command(argv: list[str]) -> str | None:
+    """The aipc subcommand in ``argv`` (the group's options and their values skipped), or None."""
+    return _parse(argv)[0]
 
 
 def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, str], nice: int) -> subprocess.Popen:
@@ -194,7 +197,7 @@ def delegate(argv: list[str]) -> int | None:
     if not under_dvc() or os.environ.get("AIPC_WORKER_CHILD"):
         return None
     try:
-        command = _command(argv)
+        command, options = _parse(argv)
     except Exception:  # noqa: BLE001 - never let the accelerator break a command
         return None
     if command not in HEAVY and command not in PREWARM:
@@ -205,7 +208,7 @@ def delegate(argv: list[str]) -> int | None:
     try:
         conn = _connect_or_start(owner, wait=command in HEAVY)
         if command in PREWARM:
-            _prewarm_other_environments(argv, owner)
+            _prewarm_other_environments(options, owner)
     except OSError:
         return None
     if conn is None or command not in HEAVY:
@@ -216,17 +219,14 @@ def delegate(argv: list[str]) -> int | None:
         return _run_remote(conn, argv)
 
 
-def _prewarm_other_environments(argv: list[str], owner: int) -> None:
+def _prewarm_other_environments(options: dict[str, Any], owner: int) -> None:
     """Start the NPU environment's worker too (it imports while the first stages run), when params.yaml
-    has NPU variants and the environment exists."""
+    (the group's ``--params``, as parsed by :func:`_parse`) has NPU variants and the environment exists."""
     try:
-        from stages.cli import main
-
-        ctx = main.make_context("aipc", list(argv[1:]), resilient_parsing=True)
         from pipeline.config import load_params
         from pipeline.export.npu import helper_worker
 
-        spec = helper_worker(load_params(Path(ctx.params["params_path"])))
+        spec = helper_worker(load_params(Path(options["params_path"])))
     except Exception as err:  # noqa: BLE001 - the download itself reports a bad params.yaml
         log.debug("no NPU worker prewarm: %s", err)
         return

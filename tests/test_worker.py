@@ -29,6 +29,10 @@ def test_the_subcommand_is_found_past_the_group_options():
     assert worker._command(["aipc", "-v", "--params", "p.yaml", "-q", "smoke", "npu", "int8"]) == "smoke"
     assert worker._command(["aipc", "--params", "export", "bundle", "x"]) == "bundle"  # a value, not a command
     assert worker._command(["aipc", "--help"]) is None
+    assert worker._command(["aipc"]) is None
+    # the prewarm reads params.yaml from the same parse
+    assert worker._parse(["aipc", "-v", "--params", "p.yaml", "download"])[1]["params_path"] == Path("p.yaml")
+    assert worker._parse(["aipc", "download"])[1]["params_path"] == Path("params.yaml")
 
 
 def test_the_environment_key_ignores_only_the_stage_and_shell_variables():
