@@ -10,6 +10,7 @@ per-stage wall time and peak RSS read from metrics/cost/.
 
 Usage (embedded model, ~10 min on 2 cores):  python benchmarks/peers.py [--workdir DIR]
 At Phi-3-mini layer shapes (N real-width layers, random weights):  python benchmarks/peers.py --scale-layers 4
+Several layer counts, fitted and extrapolated to the real 32:  python benchmarks/peers.py --scale-layers 2 4 8
 Prints the wall-time ratio (ours / peers' sum) and each artifact's peak-RSS ratio. The OpenVINO INT4 of
 the params may be data-aware (GPTQ etc.), which the seed's round-to-nearest command is not: the script
 says so in the table, and also reports ours for the same round-to-nearest settings.
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+REAL_LAYERS = 32
 BIN = Path(sys.executable).parent
 
 
@@ -44,39 +46,19 @@ def timed(cmd: list[str], env: dict, cwd: Path) -> dict:
     return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(int(kib) / 1024)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--profile", type=Path, default=ROOT / "configs" / "embedded.yaml")
-    ap.add_argument("--skip-fresh", action="store_true",
-                    help="do not also run our repro with every stage in a fresh process (AIPC_WORKER=0)")
-    ap.add_argument("--scale-layers", type=int, default=None, metavar="N",
-                    help="instead of the profile: a random-weight Phi-3-mini-4k with N real-width layers "
-                         "(benchmarks/scale.py's checkpoint and profile, INT4 round-to-nearest as the seed's command)")
-    args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="aipc-peers-"))
-    work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
-               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1")
-    if args.scale_layers:
-        sys.path.insert(0, str(ROOT / "tests"))
-        sys.path.insert(0, str(Path(__file__).parent))
-        from scale import profile
+def _sync() -> None:
+    """Flush dirty pages before a timed run, so no run pays for the previous one's writeback."""
+    os.sync()
 
-        from pipeline.sources.embedded import embedded_checkpoint
 
-        ckpt = work / f"ckpt{args.scale_layers}"
-        subprocess.run([sys.executable, str(Path(__file__).parent / "ortgenai_memory.py"), "--make", str(ckpt),
-                        str(args.scale_layers), str(embedded_checkpoint())], check=True, env=env)
-        args.profile = work / "profile.yaml"
-        args.profile.write_text(yaml.safe_dump(profile(ckpt, data_free_int4=True), sort_keys=False))
-        env["AIPC_SKIP_MEMORY_CHECK"] = "1"  # measuring: never refuse
-
+def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
+    """One run on one model: our repro, then the peers; prints the table and returns the totals."""
     # ours first: the workspace also materializes the source checkpoint the peers read
     def our_repro(ws: Path, run_env: dict) -> tuple[float, dict, dict]:
-        subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(args.profile)], check=True,
+        subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(profile)], check=True,
                        env=run_env, cwd=ROOT, capture_output=True)
         params = yaml.safe_load((ws / "params.yaml").read_text())
+        _sync()
         t0 = time.perf_counter()
         r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", *stages(params)], cwd=ws, env=run_env,
                            capture_output=True, text=True)
@@ -97,7 +79,7 @@ def main() -> None:
     npu_key, npu_variant = next(iter(params["npu"]["variants"].items()))
     # the same repro with every stage in a fresh process (AIPC_WORKER=0: the import of the toolchain per stage)
     fresh_wall = fresh_cost = None
-    if not args.skip_fresh:
+    if not skip_fresh:
         fresh_wall, fresh_cost, _ = our_repro(work / "ws-fresh", dict(env, AIPC_WORKER="0"))
         shutil.rmtree(work / "ws-fresh", ignore_errors=True)
 
@@ -108,6 +90,7 @@ def main() -> None:
         rtn.pop(k, None)
     params["openvino"]["variants"]["int4-rtn"] = rtn
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _sync()
     r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "export-openvino@int4-rtn"], cwd=ws, env=env,
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -118,27 +101,32 @@ def main() -> None:
     peers_dir = work / "peers"
     shutil.rmtree(peers_dir, ignore_errors=True)
     peers_dir.mkdir()
+
+    def peer_timed(cmd: list[str], run_env: dict) -> dict:
+        _sync()
+        return timed(cmd, run_env, work)
+
     ov_cli = [str(BIN / "optimum-cli"), "export", "openvino", "--model", str(src), "--task", "text-generation-with-past"]
     peer = {
-        "openvino-int4": timed(ov_cli + ["--weight-format", "int4", "--group-size", str(ov4["group_size"]), "--ratio",
-                                         str(ov4["ratio"]), *(["--sym"] if ov4["sym"] else []),
-                                         str(peers_dir / "ov-int4")], env, work),
-        "openvino-fp16": timed(ov_cli + ["--weight-format", "fp16", str(peers_dir / "ov-fp16")], env, work),
+        "openvino-int4": peer_timed(ov_cli + ["--weight-format", "int4", "--group-size", str(ov4["group_size"]),
+                                              "--ratio", str(ov4["ratio"]), *(["--sym"] if ov4["sym"] else []),
+                                              str(peers_dir / "ov-int4")], env),
+        "openvino-fp16": peer_timed(ov_cli + ["--weight-format", "fp16", str(peers_dir / "ov-fp16")], env),
     }
     for key in ("dml-int4", "dml-fp16"):
         v = params["ortgenai"]["variants"][key]
         extra = [f"{k}={str(v[k]).lower()}" for k in ("block_size", "accuracy_level", "is_symmetric") if k in v]
-        peer[f"ortgenai-{key}"] = timed(
+        peer[f"ortgenai-{key}"] = peer_timed(
             [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(peers_dir / key),
              "-p", v["precision"], "-e", v["execution_provider"], "-c", str(peers_dir / f"cache-{key}")]
-            + (["--extra_options", *extra] if extra else []), env, work)
+            + (["--extra_options", *extra] if extra else []), env)
     npu_python = ROOT / params["npu"]["env_dir"] / "bin" / "python"
     code = ("import intel_npu_acceleration_library as npu, torch, sys\n"
             "from intel_npu_acceleration_library.compiler import CompilerConfig\n"
             f"dt = {{'int4': npu.int4, 'int8': npu.int8}}[{npu_variant['dtype']!r}]\n"
             "m = npu.NPUModelForCausalLM.from_pretrained(sys.argv[1], use_cache=True, config=CompilerConfig(dtype=dt), "
             "export=False)\n")
-    peer[f"npu-{npu_key}"] = timed([str(npu_python), "-c", code, str(src)], dict(env, PYTHONPATH=""), work)
+    peer[f"npu-{npu_key}"] = peer_timed([str(npu_python), "-c", code, str(src)], dict(env, PYTHONPATH=""))
 
     ours = {
         "openvino-int4": cost["export-openvino-int4"], "openvino-fp16": cost["export-openvino-fp16"],
@@ -158,8 +146,9 @@ def main() -> None:
     print(f"{'openvino-base (shared)':22} {'':>11} {base['wall_s']:>11.1f} {'':>12} {base['peak_rss_mib']:>12.0f} "
           f"{base['peak_rss_mib'] / max(peer['openvino-int4']['peak_rss_mib'], peer['openvino-fp16']['peak_rss_mib']):>9.2f}"
           "  (vs the larger OpenVINO peer: each peer traces too)")
+    stages_s = sum(c["wall_s"] for c in cost.values() if c is not rtn_cost)
     print(f"\npeers' summed wall time {peers_sum:.1f} s; our `dvc repro` of the same artifacts {ours_wall:.1f} s "
-          f"(incl. download and calibration; the stages {sum(c['wall_s'] for c in cost.values()):.1f} s, "
+          f"(incl. download and calibration; the stages {stages_s:.1f} s, "
           f"forked from the warm worker): ratio {ours_wall / peers_sum:.2f}")
     if fresh_wall is not None:
         print(f"the same repro with every stage in a fresh process (AIPC_WORKER=0): {fresh_wall:.1f} s "
@@ -170,6 +159,63 @@ def main() -> None:
     same = ours_wall - data_aware + rtn_cost["wall_s"]
     print(f"with the seed's round-to-nearest INT4 (ours {rtn_cost['wall_s']:.1f} s instead of {data_aware:.1f} s): "
           f"{same:.1f} s, ratio {same / peers_sum:.2f}")
+    return {"peers_s": peers_sum, "ours_s": ours_wall, "ours_rtn_s": same, "stages_s": stages_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=ROOT / "configs" / "embedded.yaml")
+    ap.add_argument("--skip-fresh", action="store_true",
+                    help="do not also run our repro with every stage in a fresh process (AIPC_WORKER=0)")
+    ap.add_argument("--scale-layers", type=int, nargs="+", default=None, metavar="N",
+                    help="instead of the profile: a random-weight Phi-3-mini-4k with N real-width layers "
+                         "(benchmarks/scale.py's checkpoint and profile, INT4 round-to-nearest as the seed's command); "
+                         "with several N, each is run in turn and both totals are fitted as a + b * layers and "
+                         f"extrapolated to the real {REAL_LAYERS}")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aipc-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
+               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1")
+    if not args.scale_layers:
+        compare(args.profile, work, env, args.skip_fresh)
+        print(f"workdir: {work}")
+        return
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from measure import fit_line
+    from scale import profile
+
+    from pipeline.sources.embedded import embedded_checkpoint
+
+    env["AIPC_SKIP_MEMORY_CHECK"] = "1"  # measuring: never refuse
+    runs: dict[int, dict] = {}
+    for layers in args.scale_layers:
+        run_dir = work / f"layers{layers}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = run_dir / f"ckpt{layers}"
+        subprocess.run([sys.executable, str(Path(__file__).parent / "ortgenai_memory.py"), "--make", str(ckpt),
+                        str(layers), str(embedded_checkpoint())], check=True, env=env)
+        prof = run_dir / "profile.yaml"
+        prof.write_text(yaml.safe_dump(profile(ckpt, data_free_int4=True), sort_keys=False))
+        print(f"\n== {layers} Phi-3-mini layers ==")
+        runs[layers] = compare(prof, run_dir, env, args.skip_fresh)
+        if len(args.scale_layers) > 1:  # keep the disk for the next run
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if len(runs) > 1:
+        print(f"\n{'layers':>6} {'peers s':>8} {'ours s':>8} {'ratio':>6} {'ours RTN s':>10} {'ratio':>6}")
+        for layers, r in runs.items():
+            print(f"{layers:>6} {r['peers_s']:>8.1f} {r['ours_s']:>8.1f} {r['ours_s'] / r['peers_s']:>6.2f} "
+                  f"{r['ours_rtn_s']:>10.1f} {r['ours_rtn_s'] / r['peers_s']:>6.2f}")
+        fits = {k: fit_line([(n, r[k]) for n, r in runs.items()]) for k in ("peers_s", "ours_s", "ours_rtn_s")}
+        at = {k: a + b * REAL_LAYERS for k, (a, b) in fits.items()}
+        for k, (a, b) in fits.items():
+            print(f"{k}: {a:.1f} s + {b:.2f} s/layer")
+        print(f"extrapolated to {REAL_LAYERS} layers: peers {at['peers_s']:.0f} s, ours {at['ours_s']:.0f} s "
+              f"(ratio {at['ours_s'] / at['peers_s']:.2f}), ours with RTN INT4 {at['ours_rtn_s']:.0f} s "
+              f"(ratio {at['ours_rtn_s'] / at['peers_s']:.2f})")
     print(f"workdir: {work}")
 
 
