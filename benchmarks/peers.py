@@ -29,13 +29,15 @@ import time
 from pathlib import Path
 
 import yaml
+from measure import fit_line  # benchmarks/, this script's own directory
+from scale import REAL_LAYERS, profile
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_LAYERS = 32
 BIN = Path(sys.executable).parent
 
 
 def timed(cmd: list[str], env: dict, cwd: Path) -> dict:
+    os.sync()  # flush dirty pages first, so no run pays for the previous one's writeback
     t0 = time.perf_counter()
     r = subprocess.run(["/usr/bin/time", "-f", "AIPC_TIME %e %M", *cmd], env=env, cwd=cwd, capture_output=True,
                        text=True)
@@ -46,11 +48,6 @@ def timed(cmd: list[str], env: dict, cwd: Path) -> dict:
     return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(int(kib) / 1024)}
 
 
-def _sync() -> None:
-    """Flush dirty pages before a timed run, so no run pays for the previous one's writeback."""
-    os.sync()
-
-
 def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
     """One run on one model: our repro, then the peers; prints the table and returns the totals."""
     # ours first: the workspace also materializes the source checkpoint the peers read
@@ -58,7 +55,7 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
         subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(profile)], check=True,
                        env=run_env, cwd=ROOT, capture_output=True)
         params = yaml.safe_load((ws / "params.yaml").read_text())
-        _sync()
+        os.sync()  # as timed() does for the peers
         t0 = time.perf_counter()
         r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", *stages(params)], cwd=ws, env=run_env,
                            capture_output=True, text=True)
@@ -90,7 +87,7 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
         rtn.pop(k, None)
     params["openvino"]["variants"]["int4-rtn"] = rtn
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _sync()
+    os.sync()
     r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "export-openvino@int4-rtn"], cwd=ws, env=env,
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -102,31 +99,27 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
     shutil.rmtree(peers_dir, ignore_errors=True)
     peers_dir.mkdir()
 
-    def peer_timed(cmd: list[str], run_env: dict) -> dict:
-        _sync()
-        return timed(cmd, run_env, work)
-
     ov_cli = [str(BIN / "optimum-cli"), "export", "openvino", "--model", str(src), "--task", "text-generation-with-past"]
     peer = {
-        "openvino-int4": peer_timed(ov_cli + ["--weight-format", "int4", "--group-size", str(ov4["group_size"]),
+        "openvino-int4": timed(ov_cli + ["--weight-format", "int4", "--group-size", str(ov4["group_size"]),
                                               "--ratio", str(ov4["ratio"]), *(["--sym"] if ov4["sym"] else []),
-                                              str(peers_dir / "ov-int4")], env),
-        "openvino-fp16": peer_timed(ov_cli + ["--weight-format", "fp16", str(peers_dir / "ov-fp16")], env),
+                                              str(peers_dir / "ov-int4")], env, work),
+        "openvino-fp16": timed(ov_cli + ["--weight-format", "fp16", str(peers_dir / "ov-fp16")], env, work),
     }
     for key in ("dml-int4", "dml-fp16"):
         v = params["ortgenai"]["variants"][key]
         extra = [f"{k}={str(v[k]).lower()}" for k in ("block_size", "accuracy_level", "is_symmetric") if k in v]
-        peer[f"ortgenai-{key}"] = peer_timed(
+        peer[f"ortgenai-{key}"] = timed(
             [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(peers_dir / key),
              "-p", v["precision"], "-e", v["execution_provider"], "-c", str(peers_dir / f"cache-{key}")]
-            + (["--extra_options", *extra] if extra else []), env)
+            + (["--extra_options", *extra] if extra else []), env, work)
     npu_python = ROOT / params["npu"]["env_dir"] / "bin" / "python"
     code = ("import intel_npu_acceleration_library as npu, torch, sys\n"
             "from intel_npu_acceleration_library.compiler import CompilerConfig\n"
             f"dt = {{'int4': npu.int4, 'int8': npu.int8}}[{npu_variant['dtype']!r}]\n"
             "m = npu.NPUModelForCausalLM.from_pretrained(sys.argv[1], use_cache=True, config=CompilerConfig(dtype=dt), "
             "export=False)\n")
-    peer[f"npu-{npu_key}"] = peer_timed([str(npu_python), "-c", code, str(src)], dict(env, PYTHONPATH=""))
+    peer[f"npu-{npu_key}"] = timed([str(npu_python), "-c", code, str(src)], dict(env, PYTHONPATH=""), work)
 
     ours = {
         "openvino-int4": cost["export-openvino-int4"], "openvino-fp16": cost["export-openvino-fp16"],
@@ -146,7 +139,7 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
     print(f"{'openvino-base (shared)':22} {'':>11} {base['wall_s']:>11.1f} {'':>12} {base['peak_rss_mib']:>12.0f} "
           f"{base['peak_rss_mib'] / max(peer['openvino-int4']['peak_rss_mib'], peer['openvino-fp16']['peak_rss_mib']):>9.2f}"
           "  (vs the larger OpenVINO peer: each peer traces too)")
-    stages_s = sum(c["wall_s"] for c in cost.values() if c is not rtn_cost)
+    stages_s = sum(c["wall_s"] for c in cost.values())  # read before the RTN run: not in it
     print(f"\npeers' summed wall time {peers_sum:.1f} s; our `dvc repro` of the same artifacts {ours_wall:.1f} s "
           f"(incl. download and calibration; the stages {stages_s:.1f} s, "
           f"forked from the warm worker): ratio {ours_wall / peers_sum:.2f}")
@@ -159,7 +152,7 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
     same = ours_wall - data_aware + rtn_cost["wall_s"]
     print(f"with the seed's round-to-nearest INT4 (ours {rtn_cost['wall_s']:.1f} s instead of {data_aware:.1f} s): "
           f"{same:.1f} s, ratio {same / peers_sum:.2f}")
-    return {"peers_s": peers_sum, "ours_s": ours_wall, "ours_rtn_s": same, "stages_s": stages_s}
+    return {"peers_s": peers_sum, "ours_s": ours_wall, "ours_rtn_s": same}
 
 
 def main() -> None:
@@ -182,11 +175,6 @@ def main() -> None:
         compare(args.profile, work, env, args.skip_fresh)
         print(f"workdir: {work}")
         return
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    sys.path.insert(0, str(Path(__file__).parent))
-    from measure import fit_line
-    from scale import profile
 
     from pipeline.sources.embedded import embedded_checkpoint
 
