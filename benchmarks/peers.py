@@ -6,7 +6,8 @@ Peers (each a fresh process, timed with /usr/bin/time: wall seconds and max RSS)
   python -m onnxruntime_genai.models.builder ... -p int4 -e dml  (and -p fp16)
   intel-npu-acceleration-library NPUModelForCausalLM.from_pretrained(...) in the NPU environment
 Ours: `dvc repro` of the same artifacts' stages in a fresh workspace (download and calibration included),
-per-stage wall time and peak RSS read from metrics/cost/.
+per-stage wall time and peak RSS read from metrics/cost/; with --jobs N, `aipc repro -j N` of them instead
+(DVC's own `dvc repro --single-item` per stage, independent stages side by side when they fit in memory).
 
 Usage (embedded model, ~10 min on 2 cores):  python benchmarks/peers.py [--workdir DIR]
 At Phi-3-mini layer shapes (N real-width layers, random weights):  python benchmarks/peers.py --scale-layers 4
@@ -45,24 +46,35 @@ def timed(cmd: list[str], env: dict, cwd: Path) -> dict:
     if r.returncode != 0 or line is None:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
     _, wall, kib = line.split()
-    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(int(kib) / 1024)}
+    wall = time.perf_counter() - t0
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(int(kib) / 1024), "sync_s": round(sync_time(), 1)}
 
 
-def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
+def sync_time() -> float:
+    """How long writing back what the run left dirty takes (not in its wall time, as the next run starts
+    clean): reported too, so that both sides can also be compared to outputs on disk."""
+    t0 = time.perf_counter()
+    os.sync()
+    return time.perf_counter() - t0
+
+
+def compare(profile: Path, work: Path, env: dict, skip_fresh: bool, jobs: int = 1) -> dict:
     """One run on one model: our repro, then the peers; prints the table and returns the totals."""
     # ours first: the workspace also materializes the source checkpoint the peers read
-    def our_repro(ws: Path, run_env: dict) -> tuple[float, dict, dict]:
+    def our_repro(ws: Path, run_env: dict) -> tuple[float, dict, dict, float]:
         subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(profile)], check=True,
                        env=run_env, cwd=ROOT, capture_output=True)
         params = yaml.safe_load((ws / "params.yaml").read_text())
         os.sync()  # as timed() does for the peers
         t0 = time.perf_counter()
-        r = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", *stages(params)], cwd=ws, env=run_env,
-                           capture_output=True, text=True)
+        cmd = ([str(BIN / "dvc"), "repro", "--single-item"] if jobs == 1
+               else [str(BIN / "aipc"), "repro", "--jobs", str(jobs), "--summary", str(ws / "repro.json")])
+        r = subprocess.run([*cmd, *stages(params)], cwd=ws, env=run_env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
-        return wall, {p.stem: json.loads(p.read_text()) for p in (ws / "metrics" / "cost").glob("*.json")}, params
+        return (wall, {p.stem: json.loads(p.read_text()) for p in (ws / "metrics" / "cost").glob("*.json")}, params,
+                sync_time())
 
     def stages(params: dict) -> list[str]:
         npu_key = next(iter(params["npu"]["variants"]))
@@ -71,13 +83,13 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
                 "export-ortgenai@dml-int4", "export-ortgenai@dml-fp16", f"export-npu@{npu_key}"]
 
     ws = work / "ws"
-    ours_wall, cost, params = our_repro(ws, env)
+    ours_wall, cost, params, ours_sync = our_repro(ws, env)
     ov4 = params["openvino"]["variants"]["int4"]
     npu_key, npu_variant = next(iter(params["npu"]["variants"].items()))
     # the same repro with every stage in a fresh process (AIPC_WORKER=0: the import of the toolchain per stage)
     fresh_wall = fresh_cost = None
     if not skip_fresh:
-        fresh_wall, fresh_cost, _ = our_repro(work / "ws-fresh", dict(env, AIPC_WORKER="0"))
+        fresh_wall, fresh_cost, _, _ = our_repro(work / "ws-fresh", dict(env, AIPC_WORKER="0"))
         shutil.rmtree(work / "ws-fresh", ignore_errors=True)
 
     # ours again for the seed's round-to-nearest INT4 (a stage of its own, run by DVC like the others), so that
@@ -140,8 +152,9 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
           f"{base['peak_rss_mib'] / max(peer['openvino-int4']['peak_rss_mib'], peer['openvino-fp16']['peak_rss_mib']):>9.2f}"
           "  (vs the larger OpenVINO peer: each peer traces too)")
     stages_s = sum(c["wall_s"] for c in cost.values())  # read before the RTN run: not in it
-    print(f"\npeers' summed wall time {peers_sum:.1f} s; our `dvc repro` of the same artifacts {ours_wall:.1f} s "
-          f"(incl. download and calibration; the stages {stages_s:.1f} s, "
+    how = "`dvc repro`" if jobs == 1 else f"`aipc repro -j {jobs}`"
+    print(f"\npeers' summed wall time {peers_sum:.1f} s; our {how} of the same artifacts {ours_wall:.1f} s "
+          f"(incl. download and calibration; the stages {stages_s:.1f} s summed, "
           f"forked from the warm worker): ratio {ours_wall / peers_sum:.2f}")
     if fresh_wall is not None:
         print(f"the same repro with every stage in a fresh process (AIPC_WORKER=0): {fresh_wall:.1f} s "
@@ -150,9 +163,27 @@ def compare(profile: Path, work: Path, env: dict, skip_fresh: bool) -> dict:
     # like for like: the seed's round-to-nearest INT4 instead of our data-aware default (and no calibration stage)
     data_aware = cost["export-openvino-int4"]["wall_s"] + (cost["calibration"]["wall_s"] if "calibration" in cost else 0)
     same = ours_wall - data_aware + rtn_cost["wall_s"]
-    print(f"with the seed's round-to-nearest INT4 (ours {rtn_cost['wall_s']:.1f} s instead of {data_aware:.1f} s): "
-          f"{same:.1f} s, ratio {same / peers_sum:.2f}")
-    return {"peers_s": peers_sum, "ours_s": ours_wall, "ours_rtn_s": same}
+    peers_durable = peers_sum + sum(p["sync_s"] for p in peer.values())
+    ours_durable = ours_wall + ours_sync
+    print(f"to outputs on disk (each run's writeback, `sync`, added): peers {peers_durable:.1f} s "
+          f"(writeback {peers_durable - peers_sum:.1f} s), ours {ours_durable:.1f} s (writeback {ours_sync:.1f} s): "
+          f"ratio {ours_durable / peers_durable:.2f}")
+    if data_aware and jobs == 1:
+        print(f"with the seed's round-to-nearest INT4 (ours {rtn_cost['wall_s']:.1f} s instead of {data_aware:.1f} s): "
+              f"{same:.1f} s, ratio {same / peers_sum:.2f}")
+    elif jobs > 1:  # side by side, a stage's wall time is not what the whole would lose without it
+        same = None
+    stage_costs = {k: {"wall_s": v["wall_s"], "cpu_s": v.get("cpu_s")} for k, v in cost.items()}
+    schedule = json.loads((ws / "repro.json").read_text()) if jobs > 1 else None
+    if schedule:
+        print("\nour schedule (s after the start; * = beside another stage):")
+        spans = {st["name"]: (st["start_s"], st["start_s"] + st["wall_s"]) for st in schedule["stages"]}
+        for name, (a, b) in spans.items():
+            beside = any(o != name and min(b, ob) - max(a, oa) > 0.5 for o, (oa, ob) in spans.items())
+            print(f"  {name:28} {a:7.1f} -> {b:7.1f}{'  *' if beside else ''}")
+    return {"peers_s": peers_sum, "ours_s": ours_wall, "ours_rtn_s": same, "peers_durable_s": peers_durable,
+            "ours_durable_s": ours_durable, "stages": stage_costs,
+            "peers": {k: v["wall_s"] for k, v in peer.items()}, "schedule": schedule}
 
 
 def main() -> None:
@@ -166,13 +197,15 @@ def main() -> None:
                          "(benchmarks/scale.py's checkpoint and profile, INT4 round-to-nearest as the seed's command); "
                          "with several N, each is run in turn and both totals are fitted as a + b * layers and "
                          f"extrapolated to the real {REAL_LAYERS}")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="ours by `aipc repro -j N` (stages side by side when they fit in memory) instead of `dvc repro`")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aipc-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
                DVC_NO_ANALYTICS="1", TQDM_DISABLE="1")
     if not args.scale_layers:
-        compare(args.profile, work, env, args.skip_fresh)
+        compare(args.profile, work, env, args.skip_fresh, args.jobs)
         print(f"workdir: {work}")
         return
 
@@ -189,21 +222,24 @@ def main() -> None:
         prof = run_dir / "profile.yaml"
         prof.write_text(yaml.safe_dump(profile(ckpt, data_free_int4=True), sort_keys=False))
         print(f"\n== {layers} Phi-3-mini layers ==")
-        runs[layers] = compare(prof, run_dir, env, args.skip_fresh)
+        runs[layers] = compare(prof, run_dir, env, args.skip_fresh, args.jobs)
         if len(args.scale_layers) > 1:  # keep the disk for the next run
             shutil.rmtree(run_dir, ignore_errors=True)
     if len(runs) > 1:
-        print(f"\n{'layers':>6} {'peers s':>8} {'ours s':>8} {'ratio':>6} {'ours RTN s':>10} {'ratio':>6}")
-        for layers, r in runs.items():
-            print(f"{layers:>6} {r['peers_s']:>8.1f} {r['ours_s']:>8.1f} {r['ours_s'] / r['peers_s']:>6.2f} "
-                  f"{r['ours_rtn_s']:>10.1f} {r['ours_rtn_s'] / r['peers_s']:>6.2f}")
-        fits = {k: fit_line([(n, r[k]) for n, r in runs.items()]) for k in ("peers_s", "ours_s", "ours_rtn_s")}
+        # (ours, the peers' total it is compared with)
+        pairs = [("ours_s", "peers_s"), ("ours_durable_s", "peers_durable_s")]
+        if all(r["ours_rtn_s"] is not None for r in runs.values()):
+            pairs.insert(1, ("ours_rtn_s", "peers_s"))
+        keys = list(dict.fromkeys(k for pair in pairs for k in pair))
+        fits = {k: fit_line([(n, r[k]) for n, r in runs.items()]) for k in keys}
         at = {k: a + b * REAL_LAYERS for k, (a, b) in fits.items()}
+        print(f"\n{'layers':>6} " + " ".join(f"{o:>14} {p:>15} {'ratio':>5}" for o, p in pairs))
+        for layers, r in [*runs.items(), (REAL_LAYERS, at)]:
+            print(f"{layers:>6} " + " ".join(f"{r[o]:>14.1f} {r[p]:>15.1f} {r[o] / r[p]:>5.2f}" for o, p in pairs)
+                  + ("  (fitted a + b * layers)" if r is at else ""))
         for k, (a, b) in fits.items():
             print(f"{k}: {a:.1f} s + {b:.2f} s/layer")
-        print(f"extrapolated to {REAL_LAYERS} layers: peers {at['peers_s']:.0f} s, ours {at['ours_s']:.0f} s "
-              f"(ratio {at['ours_s'] / at['peers_s']:.2f}), ours with RTN INT4 {at['ours_rtn_s']:.0f} s "
-              f"(ratio {at['ours_rtn_s'] / at['peers_s']:.2f})")
+        (work / "runs.json").write_text(json.dumps(runs, indent=1))
     print(f"workdir: {work}")
 
 

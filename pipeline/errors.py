@@ -66,3 +66,9 @@ class PublishError(PipelineError):
 
 class ArtifactIntegrityError(ValidationFailed):
     """An artifact's files differ from the sha256 recorded at export (tampered or corrupted)."""
+
+
+class StagesFailed(PipelineError):
+    """Stages of ``aipc repro`` failed (each one's own output, above, says why)."""
+
+    exit_code = 9

@@ -149,3 +149,30 @@ def require(what: str, estimate: dict[str, Any]) -> dict[str, Any]:
         fix="free memory (close other programs; run one stage at a time: `dvc repro -s <stage>`) or use a bigger "
         f"machine; to run anyway set {SKIP_ENV}=1 (or `aipc --skip-memory-check ...`)",
     )
+
+
+def estimate_command(args: list[str], root: Path, params_path: Path) -> int | None:
+    """The peak memory of ``aipc <args>`` run in workspace ``root``, as the command's own preflight will
+    estimate it (None: not known before it runs). Used to decide which stages may run side by side."""
+    from . import paths
+
+    light = {"download", "calibration", "bundle", "report", "check"}  # no model is loaded
+    if not args:
+        return None
+    command, rest = args[0], args[1:]
+    if command in light:
+        return int(BASE_GIB * GIB)
+    from .config import load_params
+
+    params = load_params(params_path)
+    source = root / paths.source_dir()
+    if command == "export" and rest[:1] == ["openvino-base"]:
+        return estimate_export("openvino", "base", source)["estimate_bytes"]
+    if command == "export" and len(rest) >= 2:
+        backend, key = rest[0], rest[1]
+        return estimate_export(backend, getattr(params, backend).variants[key].memory_kind, source)["estimate_bytes"]
+    if command == "reference":
+        return estimate_export("reference", params.validation.reference_dtype, source)["estimate_bytes"]
+    if command in ("smoke", "validate") and len(rest) >= 2:
+        return estimate_artifact(rest[0], root / paths.artifact_dir(rest[0], rest[1]))["estimate_bytes"]
+    return None

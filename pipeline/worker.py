@@ -115,9 +115,9 @@ def mode() -> str:
 # --------------------------------------------------------------------------- client side
 
 
-def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
-    """The aipc subcommand in ``argv`` and the group's options, parsed by the ``aipc`` group itself
-    (click's ``parse_args``, resilient: no callbacks, no errors, no ``--help`` exit)."""
+def split_command(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``aipc``'s argv split into the subcommand with its arguments, and the group's options, parsed by the
+    ``aipc`` group itself (click's ``parse_args``, resilient: no callbacks, no errors, no ``--help`` exit)."""
     import click
 
     from stages.cli import main
@@ -126,7 +126,13 @@ def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
     with ctx.scope(cleanup=False):
         # the group's options only (Command.parse_args): what is left starts with the subcommand
         rest = click.Command.parse_args(main, ctx, list(argv[1:]))
-    return (rest[0] if rest else None), dict(ctx.params)
+    return list(rest), dict(ctx.params)
+
+
+def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """The aipc subcommand in ``argv`` and the group's options."""
+    rest, options = split_command(argv)
+    return (rest[0] if rest else None), options
 
 
 def _command(argv: list[str]) -> str | None:

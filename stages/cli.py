@@ -100,9 +100,10 @@ def _register() -> None:
     main.add_command(bundle.command)
     main.add_command(publish.command)
     main.add_command(publish.verify)
-    from . import sweep
+    from . import repro, sweep
 
     main.add_command(sweep.sweep)
+    main.add_command(repro.command)
 
 
 _register()

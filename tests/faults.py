@@ -97,6 +97,12 @@ CATALOGUE = [
     Fault("proc-concurrent-repro", "process", "two `dvc repro` at once in one workspace (DVC's own lock)",
           "dvc repro", 255, "is busy, it is being blocked by", "If there are no processes with such PIDs",
           "tests/test_faults.py::test_two_repros_at_once"),
+    Fault("proc-repro-unknown-target", "process", "`aipc repro` of a stage dvc.yaml does not have", "aipc repro nope", 2,
+          "cannot plan the stages of nope", "name stages as `dvc repro` does",
+          "tests/test_repro.py::test_a_target_dvc_does_not_know_is_a_config_error"),
+    Fault("proc-repro-stage-fails", "process", "a stage fails under `aipc repro -j 2` while another runs beside it",
+          "aipc repro", 9, "stage failed: b", "the stages that finished are not run again",
+          "tests/test_repro.py::test_a_failure_starts_nothing_new_lets_the_running_finish_and_names_the_stage"),
 ]
 BY_ID = {f.id: f for f in CATALOGUE}
 
@@ -122,7 +128,7 @@ def render() -> str:
             "when this file is stale or an entry's test is missing. Every entry is a passing test: the command",
             "exits with the code shown, prints one `aipc: error:` message holding the text shown and an",
             "`aipc: fix:` line, no traceback, leaves no partial artifact, and succeeds again after the fix.",
-            "Exit codes: 2 params, 3 model source, 4 Hub, 5 export, 6 validation, 7 environment, 8 publish.", ""]
+            "Exit codes: 2 params, 3 model source, 4 Hub, 5 export, 6 validation, 7 environment, 8 publish, 9 stages of `aipc repro`.", ""]
     for cat in dict.fromkeys(f.category for f in CATALOGUE):
         rows += [f"## {cat}", "", "| fault | command | exit | message (excerpt) | fix (excerpt) | test |",
                  "|---|---|---|---|---|---|"]

@@ -1,0 +1,224 @@
+"""``aipc repro``: dvc.yaml's stages side by side when they fit (pipeline.repro), run by real ``dvc repro``
+processes in real DVC workspaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import repro
+from pipeline.repro import StagesFailed, Step
+
+try:
+    from .conftest import ROOT, venv_env
+    from .faults import assert_refused
+except ImportError:
+    from conftest import ROOT, venv_env
+    from faults import assert_refused
+
+BIN = Path(sys.executable).parent
+GIB = 1 << 30
+
+# Each stage records when its command started and ended (its output), sleeping in between.
+STAGE = "{py} -c \"import json,sys,time; t=time.time(); time.sleep({sleep}); " \
+        "json.dump([t, time.time()], open('{out}', 'w')); sys.exit({code})\""
+
+
+def _workspace(tmp_path: Path, stages: dict[str, dict]) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=ws, check=True, env=venv_env())
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    return ws
+
+
+def _stage(name: str, deps: list[str] = (), sleep: float = 1.5, code: int = 0) -> dict:
+    return {"cmd": STAGE.format(py=sys.executable, sleep=sleep, out=f"{name}.json", code=code),
+            "deps": list(deps), "outs": [f"{name}.json"]}
+
+
+def _diamond(tmp_path: Path, fail: str | None = None) -> Path:
+    """a -> (b, c) -> d, and e on its own."""
+    return _workspace(tmp_path, {
+        "a": _stage("a", sleep=0.2),
+        "b": _stage("b", ["a.json"], sleep=3.0, code=1 if fail == "b" else 0),
+        "c": _stage("c", ["a.json"], sleep=3.0),
+        "d": _stage("d", ["b.json", "c.json"], sleep=0.2),
+        "e": _stage("e", sleep=0.2),
+    })
+
+
+def _span(ws: Path, name: str) -> tuple[float, float]:
+    return tuple(json.loads((ws / f"{name}.json").read_text()))
+
+
+def _overlap(x: tuple[float, float], y: tuple[float, float]) -> float:
+    return min(x[1], y[1]) - max(x[0], y[0])
+
+
+def _status(ws: Path) -> str:
+    r = subprocess.run([str(BIN / "dvc"), "status"], cwd=ws, env=venv_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def estimate_1gib(monkeypatch):
+    """These stages are not aipc commands (their peak is unknown, so each would run alone): give them one."""
+    monkeypatch.setattr(repro, "estimate", lambda step, root: GIB)
+
+
+def test_the_plan_is_dvcs_order_with_each_stages_producers(tmp_path):
+    ws = _diamond(tmp_path)
+    steps = repro.plan(ws)
+    names = [s.name for s in steps]
+    assert sorted(names) == ["a", "b", "c", "d", "e"]
+    needs = {s.name: s.needs for s in steps}
+    assert needs == {"a": frozenset(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}, "e": frozenset()}
+    assert names.index("d") > max(names.index("b"), names.index("c")) > names.index("a")
+    # a target brings what it depends on, as `dvc repro d` does, and nothing else
+    assert sorted(s.name for s in repro.plan(ws, ["d"])) == ["a", "b", "c", "d"]
+    assert [s.name for s in repro.plan(ws, ["e"])] == ["e"]
+
+
+def test_a_target_dvc_does_not_know_is_a_config_error(tmp_path):
+    ws = _diamond(tmp_path)
+    with pytest.raises(repro.ConfigError, match="nope"):
+        repro.plan(ws, ["nope"])
+    r = subprocess.run([str(BIN / "aipc"), "repro", "nope"], cwd=ws, env=venv_env(), capture_output=True, text=True)
+    assert_refused(r, "proc-repro-unknown-target")
+    assert not (ws / "a.json").exists()  # nothing ran
+
+
+def test_independent_stages_run_side_by_side_and_dependents_wait(tmp_path, estimate_1gib):
+    ws = _diamond(tmp_path)
+    lines: list[tuple[str, str]] = []
+    steps = repro.run(ws, repro.plan(ws), jobs=2, budget=4 * GIB, on_line=lambda s, line: lines.append((s.name, line)))
+    assert all(s.returncode == 0 for s in steps)
+    a, b, c, d = (_span(ws, n) for n in "abcd")
+    assert _overlap(b, c) > 1.0, (b, c)  # side by side, not one after the other
+    assert b[0] >= a[1] and c[0] >= a[1]  # after their producer
+    assert d[0] >= max(b[1], c[1])
+    # DVC ran, hashed and recorded every stage as a sequential repro would
+    assert "Data and pipelines are up to date" in _status(ws)
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == ["a", "b", "c", "d", "e"]
+    assert ("b", "Running stage 'b':") in lines
+    # and a second run changes nothing
+    before = {n: _span(ws, n) for n in "abcde"}
+    repro.run(ws, repro.plan(ws), jobs=2, budget=4 * GIB)
+    assert {n: _span(ws, n) for n in "abcde"} == before
+
+
+def test_stages_that_do_not_fit_together_run_one_at_a_time(tmp_path, estimate_1gib):
+    ws = _diamond(tmp_path)
+    repro.run(ws, repro.plan(ws), jobs=2, budget=int(1.5 * GIB))
+    assert _overlap(_span(ws, "b"), _span(ws, "c")) < 0
+    assert "Data and pipelines are up to date" in _status(ws)
+
+
+def test_a_stage_whose_peak_is_unknown_runs_alone(tmp_path):
+    ws = _diamond(tmp_path)
+    steps = repro.plan(ws)
+    assert all(repro.estimate(s, ws) is None for s in steps)  # not aipc commands
+    repro.run(ws, steps, jobs=2, budget=100 * GIB)
+    assert _overlap(_span(ws, "b"), _span(ws, "c")) < 0
+
+
+def test_a_failure_starts_nothing_new_lets_the_running_finish_and_names_the_stage(tmp_path, estimate_1gib):
+    ws = _diamond(tmp_path, fail="b")
+    steps = repro.plan(ws)
+    with pytest.raises(StagesFailed, match=r"failed: b\b") as err:
+        repro.run(ws, steps, jobs=2, budget=4 * GIB)
+    assert "aipc repro" in err.value.fix
+    by = {s.name: s for s in steps}
+    assert by["b"].returncode != 0
+    assert by["c"].returncode == 0 and (ws / "c.json").exists()  # ran beside b: finished and recorded
+    assert by["d"].returncode is None and not (ws / "d.json").exists()
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert "c" in lock["stages"] and "b" not in lock["stages"] and "d" not in lock["stages"]
+    # through the CLI: the project's message and exit code, no traceback
+    r = subprocess.run([str(BIN / "aipc"), "repro"], cwd=ws, env=venv_env(), capture_output=True, text=True)
+    assert_refused(r, "proc-repro-stage-fails")
+    assert "b | Running stage 'b':" in r.stdout  # the stage's own output, named
+    # after the fix, the same command finishes the rest and runs only what had not run
+    spec = yaml.safe_load((ws / "dvc.yaml").read_text())
+    spec["stages"]["b"]["cmd"] = spec["stages"]["b"]["cmd"].replace("sys.exit(1)", "sys.exit(0)")
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    c_before = _span(ws, "c")
+    r = subprocess.run([str(BIN / "aipc"), "repro"], cwd=ws, env=venv_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _span(ws, "c") == c_before and (ws / "d.json").exists()
+    assert "Data and pipelines are up to date" in _status(ws)
+
+
+def test_fits_needs_every_estimate_and_the_sum_within_the_budget():
+    def step(n, est):
+        return Step(name=n, needs=frozenset(), cmd="", estimate_bytes=est)
+
+    assert repro.fits(step("x", None), [], 0)  # alone, its own preflight decides
+    assert repro.fits(step("x", 2), [step("y", 3)], 5)
+    assert not repro.fits(step("x", 3), [step("y", 3)], 5)
+    assert not repro.fits(step("x", None), [step("y", 1)], 100)
+    assert not repro.fits(step("x", 1), [step("y", None)], 100)
+
+
+def test_memory_estimates_are_the_stages_own_preflight(repro_workspace):
+    """Each aipc stage of the real dvc.yaml is estimated as its command's preflight estimates it."""
+    from pipeline import paths, preflight
+    from pipeline.config import load_params
+
+    ws, r, _ = repro_workspace
+    assert r.returncode == 0, r.stderr[-3000:]
+    params = load_params(ws / "params.yaml")
+    by = {s.name: s for s in repro.plan(ws)}
+    src = ws / paths.source_dir()
+    est = {n: repro.estimate(s, ws) for n, s in by.items()}
+    assert est["export-openvino-base"] == preflight.estimate_export("openvino", "base", src)["estimate_bytes"]
+    kind = params.openvino.variants["int4"].memory_kind
+    assert est["export-openvino@int4"] == preflight.estimate_export("openvino", kind, src)["estimate_bytes"]
+    kind = params.ortgenai.variants["dml-fp16"].memory_kind
+    assert est["export-ortgenai@dml-fp16"] == preflight.estimate_export("ortgenai", kind, src)["estimate_bytes"]
+    assert est["reference"] == preflight.estimate_export("reference", params.validation.reference_dtype,
+                                                         src)["estimate_bytes"]
+    folder = ws / paths.artifact_dir("ortgenai", "dml-fp16")
+    assert est["validate-ortgenai@dml-fp16"] == preflight.estimate_artifact("ortgenai", folder)["estimate_bytes"]
+    assert est["download"] == est["bundle-openvino@int4"] == int(preflight.BASE_GIB * GIB)
+    assert all(v is not None for v in est.values()), est
+
+
+@pytest.mark.slow
+def test_aipc_repro_gives_the_artifacts_a_sequential_dvc_repro_gives(tmp_path, repro_workspace, embedded_dir):
+    """The same stages of the real dvc.yaml on the embedded model, two at a time through the CLI, in a
+    fresh workspace: every output DVC records is the one the sequential `dvc repro` recorded, one worker
+    served every stage, and the workspace is up to date for DVC afterwards."""
+    seq_ws, r, _ = repro_workspace
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = venv_env(HF_HOME=str(tmp_path / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
+    ws = tmp_path / "ws"
+    subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(ROOT / "configs" / "embedded.yaml")],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    targets = ["export-openvino@fp16", "export-ortgenai@dml-fp16", "export-ortgenai@cpu-int4"]
+    r = subprocess.run([str(BIN / "aipc"), "repro", "-j", "2", *targets], cwd=ws, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "running: export-" in r.stderr  # some stage started beside another
+    ours = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    theirs = yaml.safe_load((seq_ws / "dvc.lock").read_text())["stages"]
+    assert set(ours) == {"download", "export-openvino-base", "calibration", *targets}
+    def artifacts(stage):  # the metrics/cost files hold this run's timings
+        return {o["path"]: o["md5"] for o in stage["outs"] if o["path"].startswith("artifacts/")}
+
+    for name in ["export-openvino-base", *targets]:
+        assert artifacts(ours[name]) and artifacts(ours[name]) == artifacts(theirs[name]), name
+    log = (ws / ".dvc" / "tmp" / "aipc-worker.log").read_text()
+    assert log.count("preloaded") == 1, log
+    r = subprocess.run([str(BIN / "dvc"), "status", *targets], cwd=ws, env=env, capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in r.stdout, r.stdout
+
