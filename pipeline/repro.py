@@ -25,6 +25,7 @@ group), which stop their commands as DVC does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -64,8 +65,6 @@ def plan(root: Path, targets: Sequence[str] = ()) -> list[Step]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-
-    import contextlib
 
     try:
         # DVC resolves targets (stage names, dvc.yaml) against the working directory, as `dvc repro` does
