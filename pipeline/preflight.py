@@ -167,12 +167,18 @@ def estimate_command(args: list[str], root: Path, params_path: Path) -> int | No
     params = load_params(params_path)
     source = root / paths.source_dir()
     if command == "export" and rest[:1] == ["openvino-base"]:
-        return estimate_export("openvino", "base", source)["estimate_bytes"]
-    if command == "export" and len(rest) >= 2:
+        found = estimate_export("openvino", "base", source)
+    elif command == "export" and len(rest) >= 2:
         backend, key = rest[0], rest[1]
-        return estimate_export(backend, getattr(params, backend).variants[key].memory_kind, source)["estimate_bytes"]
-    if command == "reference":
-        return estimate_export("reference", params.validation.reference_dtype, source)["estimate_bytes"]
-    if command in ("smoke", "validate") and len(rest) >= 2:
-        return estimate_artifact(rest[0], root / paths.artifact_dir(rest[0], rest[1]))["estimate_bytes"]
-    return None
+        found = estimate_export(backend, getattr(params, backend).variants[key].memory_kind, source)
+    elif command == "reference":
+        found = estimate_export("reference", params.validation.reference_dtype, source)
+    elif command in ("smoke", "validate") and len(rest) >= 2:
+        found = estimate_artifact(rest[0], root / paths.artifact_dir(rest[0], rest[1]))
+    else:
+        return None
+    # no checkpoint or artifact on disk yet (its producer has not run, e.g. it is frozen or not planned):
+    # the estimate would be the imports alone, so it is not known
+    if not found.get("parameters", found.get("artifact_bytes")):
+        return None
+    return found["estimate_bytes"]

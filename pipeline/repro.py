@@ -19,8 +19,9 @@ makes a process wait for the others' bookkeeping instead of failing. So this mod
   the toolchain is imported once per run, as under one ``dvc repro``.
 
 On a failure no new stage starts; the ones running finish (DVC records them) and the failed stages are
-reported. Interrupting it (Ctrl-C) interrupts every ``dvc repro`` it started (they are in its process
-group), which stop their commands as DVC does.
+reported. Interrupting it (Ctrl-C or SIGTERM) sends SIGINT to every ``dvc repro`` it started and its
+command (each runs in its own process group); a command that has not stopped after a minute is
+terminated, then killed.
 """
 
 from __future__ import annotations
@@ -70,13 +71,16 @@ def plan(root: Path, targets: Sequence[str] = ()) -> list[Step]:
         # DVC resolves targets (stage names, dvc.yaml) against the working directory, as `dvc repro` does
         with contextlib.chdir(root), Repo(str(root)) as repo:
             stages = collect_stages(repo, list(targets) or ["dvc.yaml"])
-            graph = get_active_graph(repo.index.graph)
-            order = plan_repro(graph, stages)
+            full = repo.index.graph
+            order = plan_repro(get_active_graph(full), stages)
             names = {s: s.addressing for s in order}
             steps = []
             for s in order:
-                # DVC's graph points from a stage to the stages that produce its deps
-                needs = frozenset(names[d] for d in graph.successors(s) if d in names)
+                # DVC's graph points from a stage to the stages that produce its deps. The plan comes from
+                # the active graph (a frozen stage's producers are not pulled in), but the waits come from
+                # the whole graph: DVC locks a frozen stage's deps too, and a producer running beside it
+                # would make it fail on that lock.
+                needs = frozenset(names[d] for d in full.successors(s) if d in names)
                 steps.append(Step(name=names[s], needs=needs, cmd=_cmd(s.cmd)))
             return steps
     except DvcException as err:
@@ -142,6 +146,19 @@ def reserve_bytes() -> int:
     return int(2 * BASE_GIB * GIB)
 
 
+def budget() -> tuple[int, str]:
+    """The memory the stages side by side may use: the preflight's budget (memory available, or
+    ``AIPC_MEMORY_BUDGET_GIB``) less :func:`reserve_bytes`, and where the budget came from."""
+    from .preflight import budget_bytes
+
+    have, source = budget_bytes()
+    left = have - reserve_bytes()
+    if left <= 0:
+        log.warning("%.1f GiB (%s) leaves nothing beside the workers' %.1f GiB: every stage runs alone",
+                    have / GIB, source, reserve_bytes() / GIB)
+    return max(left, 0), source
+
+
 def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequence[str] = (),
         on_line: Callable[[Step, str], None] | None = None, poll_s: float = 0.2) -> list[Step]:
     """Run ``steps`` (from :func:`plan`) with up to ``jobs`` ``dvc repro`` processes; return them with their
@@ -163,13 +180,17 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
         log.info("start %s (estimated peak %s; running: %s)", step.name,
                  "unknown" if step.estimate_bytes is None else f"{step.estimate_bytes / GIB:.1f} GiB",
                  ", ".join(r.name for r in running) or "nothing else")
+        # its own process group: an interrupt reaches the stage's command through stop(), also when only
+        # this process was signalled (DVC ignores SIGINT while a command runs; the command does not)
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                                process_group=0)
         step.start_s = round(time.perf_counter() - t0, 2)
         pump = threading.Thread(target=_pump, args=(proc, step, on_line), daemon=True)
         pump.start()
         running[step] = (proc, pump)
 
+    previous = _terminate_as_interrupt()
     try:
         while pending or running:
             for step, (proc, pump) in list(running.items()):
@@ -196,13 +217,12 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
             elif not running:
                 break
             time.sleep(poll_s)
-    except KeyboardInterrupt:
-        for proc, _ in running.values():  # already signalled when it came from the terminal
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc, _ in running.values():
-            proc.wait()
+    except BaseException:  # Ctrl-C, SIGTERM (see _terminate_as_interrupt) or an error here
+        stop([proc for proc, _ in running.values()])
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if failed:
         skipped = [p.name for p in pending]
         raise StagesFailed(
@@ -220,10 +240,42 @@ def summary(steps: Sequence[Step], jobs: int, budget: int, wall_s: float) -> dic
          "wall_s": s.wall_s, "returncode": s.returncode} for s in steps]}
 
 
+def stop(procs: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
+    """Interrupt each ``dvc repro`` process group (the stage's command stops and removes its partial output,
+    DVC records nothing), wait up to ``grace_s``, then terminate and at last kill what is left."""
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
+            return
+        for proc in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait_s
+        for proc in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a CI timeout, a supervisor) stops a run as Ctrl-C does; returns the handler to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _pump(proc: subprocess.Popen, step: Step, on_line: Callable[[Step, str], None] | None) -> None:
+    """Read the stage's output to its end (a child whose pipe fills up would block forever)."""
     for line in proc.stdout:
         line = line.rstrip("\n")
         step.output.append(line)
         if on_line is not None:
-            on_line(step, line)
+            try:
+                on_line(step, line)
+            except Exception as err:  # noqa: BLE001 - e.g. `aipc repro | head` closed our stdout
+                log.warning("cannot show %s's output any more (%s); it is still read", step.name, err)
+                on_line = None
     proc.stdout.close()

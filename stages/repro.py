@@ -23,9 +23,9 @@ log = logging.getLogger("aipc.repro")
 def command(targets: tuple[str, ...], jobs: int, force: bool, dry: bool, summary: Path | None) -> None:
     """Reproduce dvc.yaml's stages (or TARGETS and what they depend on) as `dvc repro` does, each by
     `dvc repro --single-item`, up to JOBS at a time. Run it in the workspace (the folder of dvc.yaml)."""
-    from pipeline import preflight
     from pipeline.fsutil import write_json
-    from pipeline.repro import plan, reserve_bytes, run
+    from pipeline.repro import budget as repro_budget
+    from pipeline.repro import plan, run
     from pipeline.repro import summary as summarize
 
     root = Path.cwd()
@@ -34,8 +34,7 @@ def command(targets: tuple[str, ...], jobs: int, force: bool, dry: bool, summary
         for step in steps:
             click.echo(f"{step.name}" + (f"  (after {', '.join(sorted(step.needs))})" if step.needs else ""))
         return
-    have, source = preflight.budget_bytes()
-    budget = have - reserve_bytes()
+    budget, source = repro_budget()
     log.info("%d stages, up to %d at a time; memory for them side by side: %.1f GiB (%s, less the workers')",
              len(steps), jobs, budget / (1 << 30), source)
     width = max((len(s.name) for s in steps), default=0)

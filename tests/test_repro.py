@@ -4,9 +4,13 @@ processes in real DVC workspaces."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
-import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +70,15 @@ def _status(ws: Path) -> str:
     r = subprocess.run([str(BIN / "dvc"), "status"], cwd=ws, env=venv_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 @pytest.fixture
@@ -158,6 +171,70 @@ def test_a_failure_starts_nothing_new_lets_the_running_finish_and_names_the_stag
     assert "Data and pipelines are up to date" in _status(ws)
 
 
+def test_a_frozen_stage_waits_for_its_producer_as_dvc_locks_its_deps(tmp_path, estimate_1gib):
+    """DVC's active graph cuts a frozen stage off from its producers, but DVC still locks the frozen stage's
+    deps: started beside its producer it would fail on that lock, so it waits for it."""
+    ws = _workspace(tmp_path, {"a": _stage("a", sleep=3.0), "c": _stage("c", ["a.json"], sleep=0.2)})
+    repro.run(ws, repro.plan(ws), jobs=2, budget=4 * GIB)
+    spec = yaml.safe_load((ws / "dvc.yaml").read_text())
+    spec["stages"]["c"]["frozen"] = True
+    spec["stages"]["a"]["cmd"] = spec["stages"]["a"]["cmd"].replace("time.sleep(3.0)", "time.sleep(3.01)")
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    c_before = _span(ws, "c")
+    steps = repro.plan(ws)
+    assert {s.name: s.needs for s in steps} == {"a": frozenset(), "c": {"a"}}
+    by = {s.name: s for s in repro.run(ws, steps, jobs=2, budget=4 * GIB)}
+    assert by["c"].returncode == 0 and by["c"].start_s >= by["a"].start_s + by["a"].wall_s
+    assert _span(ws, "c") == c_before  # frozen: checked, not run
+
+
+def test_a_failing_output_callback_does_not_stall_the_stage(tmp_path, estimate_1gib):
+    """`aipc repro | head`: once the terminal side is gone the output is still read, so a stage that writes
+    more than a pipe holds still finishes."""
+    cmd = (f"{sys.executable} -c \"import sys; [print('x' * 200) for _ in range(2000)]; "
+           "open('big.out', 'w').write('ok')\"")
+    ws = _workspace(tmp_path, {"big": {"cmd": cmd, "outs": ["big.out"]}})
+    shown: list[str] = []
+
+    def on_line(step, line):
+        shown.append(line)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(repro.run(ws, repro.plan(ws), 1, GIB, on_line=on_line)),
+                              daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the run stalled on a full pipe"
+    assert result and result[0][0].returncode == 0
+    assert len(shown) == 1 and (ws / "big.out").read_text() == "ok"
+    assert sum(line == "x" * 200 for line in result[0][0].output) == 2000
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_aipc_repro_alone_stops_the_stages_it_started(tmp_path, sig):
+    """Only the `aipc repro` process is signalled (a CI timeout, `kill`): the stage's command is stopped too
+    (DVC itself ignores SIGINT while a command runs), nothing is left running or recorded."""
+    cmd = (f"{sys.executable} -c \"import os,time; open('pid', 'w').write(str(os.getpid())); time.sleep(120); "
+           "open('slow.out', 'w').write('ok')\"")
+    ws = _workspace(tmp_path, {"slow": {"cmd": cmd, "outs": ["slow.out"]}})
+    proc = subprocess.Popen([str(BIN / "aipc"), "repro"], cwd=ws, env=venv_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (ws / "pid").exists() or not (ws / "pid").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    stage_pid = int((ws / "pid").read_text())
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30, "the stage was not stopped: aipc repro waited for it"
+    assert proc.returncode == 130, err
+    assert "aipc: interrupted" in err and "Traceback" not in err
+    assert not _running(stage_pid)
+    assert not (ws / "slow.out").exists() and not (ws / "dvc.lock").exists()
+
+
 def test_fits_needs_every_estimate_and_the_sum_within_the_budget():
     def step(n, est):
         return Step(name=n, needs=frozenset(), cmd="", estimate_bytes=est)
@@ -191,6 +268,19 @@ def test_memory_estimates_are_the_stages_own_preflight(repro_workspace):
     assert est["validate-ortgenai@dml-fp16"] == preflight.estimate_artifact("ortgenai", folder)["estimate_bytes"]
     assert est["download"] == est["bundle-openvino@int4"] == int(preflight.BASE_GIB * GIB)
     assert all(v is not None for v in est.values()), est
+
+
+def test_a_stage_whose_inputs_are_not_on_disk_yet_has_no_estimate(tmp_path):
+    """With no checkpoint or artifact yet (its producer frozen or not planned) the estimate would be the
+    imports alone: it is unknown instead, so the stage runs alone."""
+    from pipeline import preflight
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params = tmp_path / "params.yaml"
+    for argv in (["export", "openvino-base"], ["export", "openvino", "int4"], ["reference"],
+                 ["validate", "openvino", "int4"], ["smoke", "ortgenai", "dml-int4"]):
+        assert preflight.estimate_command(argv, tmp_path, params) is None, argv
+    assert preflight.estimate_command(["download"], tmp_path, params) == int(preflight.BASE_GIB * GIB)
 
 
 @pytest.mark.slow
