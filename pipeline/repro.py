@@ -190,7 +190,7 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
         pump.start()
         running[step] = (proc, pump)
 
-    previous = _terminate_as_interrupt()
+    previous = _interrupt_on_signals()  # before the first Popen: the stages inherit SIGINT at its default
     try:
         while pending or running:
             for step, (proc, pump) in list(running.items()):
@@ -217,12 +217,13 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
             elif not running:
                 break
             time.sleep(poll_s)
-    except BaseException:  # Ctrl-C, SIGTERM (see _terminate_as_interrupt) or an error here
+    except BaseException:  # Ctrl-C, SIGINT/SIGTERM (see _interrupt_on_signals) or an error here
         stop([proc for proc, _ in running.values()])
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(sig, handler)
     if failed:
         skipped = [p.name for p in pending]
         raise StagesFailed(
@@ -256,15 +257,24 @@ def stop(procs: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _terminate_as_interrupt():
-    """SIGTERM (a CI timeout, a supervisor) stops a run as Ctrl-C does; returns the handler to restore."""
+def _interrupt_on_signals() -> dict[int, object]:
+    """SIGINT and SIGTERM stop a run as Ctrl-C does, whatever this process inherited; returns the handlers to
+    restore (none outside the main thread, where Python cannot set handlers).
+
+    A job started detached from a non-interactive shell (``(aipc repro &)``, ``nohup aipc repro &`` in a
+    script, many CI runners) begins with SIGINT *ignored*, and Python then installs no handler of its own:
+    SIGINT did nothing, and the ``dvc repro`` processes started here inherited the ignored SIGINT, so the
+    SIGINT :func:`stop` sends them was lost too and only the SIGTERM a minute later stopped them. A handler
+    set here is reset to the default in every process started after it (exec keeps an ignored signal, not a
+    handled one), so each ``dvc repro`` and its stage's command can be interrupted again.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, handler)
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _pump(proc: subprocess.Popen, step: Step, on_line: Callable[[Step, str], None] | None) -> None:

@@ -262,3 +262,38 @@ def measure_to(path):
     from pipeline.cost import measure
 
     return measure(path.stem, path)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_detached_dvc_repro_stops_the_stage_forked_by_its_worker(tmp_path):
+    """`(dvc repro &)` from a script (SIGINT inherited ignored, reparented), later `kill <dvc pid>`: the worker
+    sees its owner exit and interrupts the stage it forked (whose SIGINT handler it sets itself), then exits."""
+    fifo = tmp_path / "params.fifo"
+    os.mkfifo(fifo)  # the forked stage blocks opening it until it is stopped
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True,
+                   env=venv_env())
+    (tmp_path / "dvc.yaml").write_text(json.dumps(
+        {"stages": {"hang": {"cmd": f"{AIPC} --params {fifo} export openvino x", "outs": ["x.out"]}}}))
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                        f"{Path(sys.executable).parent / 'dvc'} repro </dev/null >out.log 2>err.log & echo $!"],
+                       cwd=tmp_path, env=venv_env(AIPC_WORKER_IDLE="120"), capture_output=True, text=True, check=True)
+    dvc_pid = int(r.stdout.split()[-1])
+    try:
+        line = _wait_for(lambda: re.search(r"pid (\d+): aipc --params", _log(tmp_path)), 240, "the forked stage")
+        child = int(line.group(1))
+        worker_pid = int(re.search(r"worker\[(\d+)\]", _log(tmp_path)).group(1))
+        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", Path(f"/proc/{dvc_pid}/status").read_text(), re.M)
+                      .group(1), 16)
+        assert ignored >> (signal.SIGINT - 1) & 1, "not started as a detached job is"
+        t0 = time.monotonic()
+        os.kill(dvc_pid, signal.SIGTERM)
+        _wait_for(lambda: not _alive(child), 30, "the forked stage to stop")
+        _wait_for(lambda: not _alive(worker_pid), 30, "the worker to exit")
+        assert time.monotonic() - t0 < 20
+        assert not _alive(dvc_pid)
+        assert "the owner exited; stopping" in _log(tmp_path)
+        assert not (tmp_path / "dvc.lock").exists()
+    finally:
+        for pid in {dvc_pid, *map(int, re.findall(r"worker\[(\d+)\]", _log(tmp_path)))}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
