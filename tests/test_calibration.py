@@ -186,18 +186,36 @@ def test_calibration_windows_are_round_robin_and_disjoint_from_eval_windows():
 
 # ------------------------------------------------------------------ one real data-aware export
 
+# The release default (GPTQ + scale estimation, params.yaml; group 64 as on the embedded profile, since the
+# tiny widths are 192/256) and AWQ + scale estimation. On the 135M embedded model GPTQ takes 120-180 s at
+# any sample count; on this 2-layer model seconds, and the options reach NNCF the same way.
+DATA_AWARE = {
+    "release-default": ({**EMBEDDED["openvino"]["variants"]["int4"], "num_samples": 8},
+                        ("False", "True", "True"), "scale_estimation+gptq"),
+    "awq+se": ({**INT4, "awq": True, "scale_estimation": True, "dataset": "calibration", "num_samples": 8},
+               ("True", "True", "False"), "awq+scale_estimation"),
+}
+
+
 @pytest.mark.slow
-def test_data_aware_export_records_the_algorithm(embedded_dir, tmp_path):
+@pytest.mark.parametrize("case", list(DATA_AWARE))
+def test_data_aware_export_records_the_algorithm(case, tiny_phi3, tmp_path):
     from pipeline.export import openvino
+    from pipeline.package.card import render
+    from pipeline.package.manifest import build_manifest
     from validation.calibration import build_calibration, load_calibration
 
-    p = params_with({**INT4, "awq": True, "scale_estimation": True, "dataset": "calibration", "num_samples": 8})
-    meta = build_calibration(p, embedded_dir, tmp_path / "cal")
+    from pipeline.sources import materialize
+
+    variant, flags, algorithm = DATA_AWARE[case]
+    assert variant["dataset"] == "calibration"
+    p = params_with(variant, base={**EMBEDDED, "model": {"name": "tiny", "source": "local", "path": str(tiny_phi3)}})
+    meta = build_calibration(p, tiny_phi3, tmp_path / "cal")
     assert meta["shape"] == [8, 64]
     _, wins = load_calibration(tmp_path / "cal")
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_phi3)
     from validation.reference import eval_text
 
     eval_ids = [tok.encode(eval_text(n), add_special_tokens=False) for n in EVAL_TEXTS]
@@ -206,12 +224,19 @@ def test_data_aware_export_records_the_algorithm(embedded_dir, tmp_path):
 
     from pipeline.export import run_base
 
-    run_base(p, embedded_dir, tmp_path / "base")
-    rec = openvino.export(p, "x", embedded_dir, tmp_path / "ov", calibration_dir=tmp_path / "cal",
+    run_base(p, tiny_phi3, tmp_path / "base")
+    rec = openvino.export(p, "x", tiny_phi3, tmp_path / "ov", calibration_dir=tmp_path / "cal",
                           base_dir=tmp_path / "base")
     nncf = rec["effective"]["nncf"]
-    assert (nncf["awq"], nncf["scale_estimation"], nncf["gptq"]) == ("True", "True", "False")
-    assert nncf["mode"] == "int4_sym" and nncf["group_size"] == "64"
-    assert rec["effective"]["int4_group_sizes"] == {"64": 120}
-    assert rec["algorithm"] == "awq+scale_estimation"
+    assert (nncf["awq"], nncf["scale_estimation"], nncf["gptq"]) == flags
+    assert nncf["mode"] == "int4_sym" and nncf["group_size"] == "64" and nncf["ratio"] == str(variant["ratio"])
+    groups = rec["effective"]["int4_group_sizes"]
+    assert set(groups) == {"64"} and groups["64"] > 0
+    assert rec["algorithm"] == algorithm
     assert rec["calibration"]["samples_used"] == 8 and set(rec["calibration"]["texts"]) == {"apache2", "python_topics"}
+    # what the bundle states: the manifest's quantization section and the card's line
+    materialize(p.model, tmp_path / "source")  # the download stage's source.json, which the manifest cites
+    manifest = build_manifest(p, "openvino", "x", tmp_path / "ov", tmp_path / "source", None, None)
+    assert manifest["quantization"]["algorithm"] == algorithm
+    assert manifest["quantization"]["calibration"]["samples_used"] == 8
+    assert f"Algorithm: **{algorithm}**" in render({**manifest, "files": {}})  # files: added by the bundle step

@@ -21,10 +21,10 @@ from pipeline import repro
 from pipeline.repro import StagesFailed, Step
 
 try:
-    from .conftest import ROOT, venv_env
+    from .conftest import ROOT, e2e_profile, venv_env
     from .faults import assert_refused
 except ImportError:
-    from conftest import ROOT, venv_env
+    from conftest import ROOT, e2e_profile, venv_env
     from faults import assert_refused
 
 BIN = Path(sys.executable).parent
@@ -352,7 +352,8 @@ def test_aipc_repro_gives_the_artifacts_a_sequential_dvc_repro_gives(tmp_path, r
     assert r.returncode == 0, r.stderr[-3000:]
     env = venv_env(HF_HOME=str(tmp_path / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
     ws = tmp_path / "ws"
-    subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(ROOT / "configs" / "embedded.yaml")],
+    profile = e2e_profile(tmp_path / "e2e.yaml")  # the params of repro_workspace
+    subprocess.run([str(BIN / "aipc"), "workspace", "init", str(ws), "--profile", str(profile)],
                    check=True, env=env, cwd=ROOT, capture_output=True)
     targets = ["export-openvino@fp16", "export-ortgenai@dml-fp16", "export-ortgenai@cpu-int4"]
     r = subprocess.run([str(BIN / "aipc"), "repro", "-j", "2", *targets], cwd=ws, env=env, capture_output=True,
