@@ -118,6 +118,7 @@ def test_compile_guard_digest_sees_a_changed_weight(npu_python):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_compile_loads_fp32_at_one_copy_bit_identical_under_the_envs_transformers(npu_python, tmp_path, embedded_dir):
     """The NPU env (transformers 4.57) loads through pipeline.torchload: the same fp32 weights as the
     library's own ``from_pretrained`` (its default dtype), without the whole mapped bf16 file resident."""
@@ -170,6 +171,7 @@ print("ok", n)
 """
 
 
+@pytest.mark.slow
 def test_vectorized_packing_equals_neural_compressors_loop(npu_python):
     """aipc_npu.packing.pack gives the bytes of neural-compressor's own pack_tensor_with_numpy (odd and
     even widths, 2/4/8 bits, int8/16/32 compression, int8/int32 input), and the patch is undone after."""

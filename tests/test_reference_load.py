@@ -78,6 +78,7 @@ print(json.dumps({{"extra_kib": status("VmHWM:") - before, "fp32_kib": fp32}}))
 """
 
 
+@pytest.mark.slow
 def test_upcast_load_peaks_at_one_copy_of_the_weights(tmp_path, embedded_dir):
     """The direct fp32 load of a bf16 checkpoint peaks at fp32 + the whole mapped bf16 file (1.5x the fp32
     weights); ours at fp32 + one cast chunk (measured ~1.16x: imports and allocator slack included)."""
