@@ -16,12 +16,14 @@ except ImportError:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist (pyproject: ``-n 2 --dist loadgroup``). The tests that convert, load or run
-    models (marked slow, or reading the end-to-end workspace) form one group, so they run one after another
+    models (marked slow; a test reading the end-to-end workspace must be) form one group, so they run one after another
     on one worker: never two model conversions at once on 2 cores, and each session fixture (the embedded
     model's repro) built once. Every other test is grouped with its module (its module fixtures built once),
     and those groups go to whichever worker is free."""
     for item in items:
-        heavy = item.get_closest_marker("slow") is not None or "repro_workspace" in getattr(item, "fixturenames", ())
+        heavy = item.get_closest_marker("slow") is not None
+        if "repro_workspace" in getattr(item, "fixturenames", ()) and not heavy:
+            raise pytest.UsageError(f"{item.nodeid} reads the end-to-end workspace (a full repro): mark it slow")
         item.add_marker(pytest.mark.xdist_group("models" if heavy else item.module.__name__))
 
 

@@ -306,6 +306,7 @@ def test_fits_needs_every_estimate_and_the_sum_within_the_budget():
     assert not repro.fits(step("x", 1), [step("y", None)], 100)
 
 
+@pytest.mark.slow  # reads the end-to-end workspace (a full repro of the embedded model)
 def test_memory_estimates_are_the_stages_own_preflight(repro_workspace):
     """Each aipc stage of the real dvc.yaml is estimated as its command's preflight estimates it."""
     from pipeline import paths, preflight
