@@ -13,6 +13,8 @@
 #   ${AIPC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aipc}/wheels/<key>/
 # so another environment (e.g. a test's) installs it without compiling.
 set -euo pipefail
+# an isolated environment: the caller's PYTHONPATH (e.g. a test runner's plugins) must not reach its pip check
+unset PYTHONPATH PYTHONHOME
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 env_dir="${1:-${AIPC_NPU_ENV_DIR:-$repo/.venv-npu}}"
