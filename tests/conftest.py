@@ -78,6 +78,39 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def wait_for(pred, timeout: float, what: str):
+    """Poll ``pred`` every 0.1 s until it returns something true (returned), failing after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def detached(cmd: str, cwd: Path, env: dict[str, str]) -> int:
+    """Start ``cmd`` as `(cmd &)` from a script does: a background job of a non-interactive shell (SIGINT and
+    SIGQUIT ignored, POSIX) whose shell exits at once, so it is reparented (to pid 1 or a subreaper) and
+    nobody waits for it; its output goes to out.log / err.log in ``cwd``. Returns its pid. (Not ``exec cmd``:
+    bash restores the signals on exec.)"""
+    import subprocess
+
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-c", f"{cmd} </dev/null >out.log 2>err.log & echo $!"],
+                       cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[-1])
+
+
+def sig_ignored(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` ignores ``sig`` (its SigIgn mask in /proc)."""
+    import re
+
+    mask = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", Path(f"/proc/{pid}/status").read_text(), re.M).group(1), 16)
+    return bool(mask >> (sig - 1) & 1)
+
+
 # The end-to-end repro runs every stage kind at the cheapest settings that still prove the data flow: the
 # INT4 export stays data-aware (it reads the calibration stage's windows through DVC) but with AWQ on 8
 # windows, 24 s on the embedded model, where the release default (GPTQ + scale estimation) takes 120-180 s

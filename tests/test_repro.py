@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,10 +20,10 @@ from pipeline import repro
 from pipeline.repro import StagesFailed, Step
 
 try:
-    from .conftest import ROOT, e2e_profile, venv_env
+    from .conftest import ROOT, detached, e2e_profile, sig_ignored, venv_env, wait_for
     from .faults import assert_refused
 except ImportError:
-    from conftest import ROOT, e2e_profile, venv_env
+    from conftest import ROOT, detached, e2e_profile, sig_ignored, venv_env, wait_for
     from faults import assert_refused
 
 BIN = Path(sys.executable).parent
@@ -236,34 +235,12 @@ def test_a_signal_to_aipc_repro_alone_stops_the_stages_it_started(tmp_path, sig)
     assert not (ws / "slow.out").exists() and not (ws / "dvc.lock").exists()
 
 
-def _detached(cmd: str, cwd: Path, env: dict[str, str]) -> int:
-    """Start ``cmd`` as `(cmd &)` from a script does: a background job of a non-interactive shell (SIGINT and
-    SIGQUIT ignored, POSIX) whose shell exits at once, so it is reparented (to pid 1 or a subreaper) and
-    nobody waits for it. Returns its pid."""
-    r = subprocess.run(["bash", "--noprofile", "--norc", "-c", f"{cmd} </dev/null >out.log 2>err.log & echo $!"],
-                       cwd=cwd, env=env, capture_output=True, text=True, check=True)
-    return int(r.stdout.split()[-1])
-
-
-def _sig_ignored(pid: int, sig: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    mask = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", status, re.M).group(1), 16)
-    return bool(mask >> (sig - 1) & 1)
-
-
-def _wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_detached_job_starts_with_sigint_ignored_and_no_parent_waiting(tmp_path):
     """The premise of the detached tests below: such a job inherits SIGINT ignored and is not our child."""
-    pid = _detached("sleep 30", tmp_path, venv_env())
+    pid = detached("sleep 30", tmp_path, venv_env())
     try:
-        _wait_for(lambda: Path(f"/proc/{pid}/comm").read_text().strip() == "sleep", 10, "sleep to start")
-        assert _sig_ignored(pid, signal.SIGINT) and not _sig_ignored(pid, signal.SIGTERM)
+        wait_for(lambda: Path(f"/proc/{pid}/comm").read_text().strip() == "sleep", 10, "sleep to start")
+        assert sig_ignored(pid, signal.SIGINT) and not sig_ignored(pid, signal.SIGTERM)
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid()
     finally:
         os.kill(pid, signal.SIGKILL)
@@ -276,14 +253,14 @@ def test_a_signal_to_a_detached_aipc_repro_stops_its_stages_within_seconds(tmp_p
     cmd = (f"{sys.executable} -c \"import os,time; open('pid', 'w').write(str(os.getpid())); time.sleep(120); "
            "open('slow.out', 'w').write('ok')\"")
     ws = _workspace(tmp_path, {"slow": {"cmd": cmd, "outs": ["slow.out"]}})
-    pid = _detached(f"{BIN / 'aipc'} repro", ws, venv_env())
+    pid = detached(f"{BIN / 'aipc'} repro", ws, venv_env())
     try:
-        _wait_for(lambda: (ws / "pid").exists() and (ws / "pid").read_text(), 60, "the stage to start")
+        wait_for(lambda: (ws / "pid").exists() and (ws / "pid").read_text(), 60, "the stage to start")
         stage_pid = int((ws / "pid").read_text())
-        assert _sig_ignored(stage_pid, signal.SIGINT) is False  # the stage can be interrupted again
+        assert sig_ignored(stage_pid, signal.SIGINT) is False  # the stage can be interrupted again
         t0 = time.monotonic()
         os.kill(pid, sig)
-        _wait_for(lambda: not _running(pid), 30, "aipc repro to exit")
+        wait_for(lambda: not _running(pid), 30, "aipc repro to exit")
         assert time.monotonic() - t0 < 15, "the stage was not stopped at once"
         assert not _running(stage_pid)
         err = (ws / "err.log").read_text()

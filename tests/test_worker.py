@@ -17,9 +17,9 @@ import pytest
 from pipeline import worker
 
 try:
-    from .conftest import ROOT, venv_env
+    from .conftest import ROOT, detached, sig_ignored, venv_env, wait_for
 except ImportError:
-    from conftest import ROOT, venv_env
+    from conftest import ROOT, detached, sig_ignored, venv_env, wait_for
 
 AIPC = str(Path(sys.executable).parent / "aipc")
 
@@ -92,16 +92,6 @@ def _log(root: Path) -> str:
     return p.read_text() if p.exists() else ""
 
 
-def _wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -143,23 +133,23 @@ def test_stage_commands_run_in_one_worker_with_their_output_exit_codes_and_signa
 
         # SIGINT to the command (what Ctrl-C in a terminal does) is passed on to the child
         r = sh(f"exec {AIPC} --params {fifo} export openvino x")
-        line = _wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))}", _log(tmp_path)), 30,
+        line = wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))}", _log(tmp_path)), 30,
                          "the child to start")
         child = int(line.group(1))
         time.sleep(0.3)  # the child is blocked opening the FIFO
         r.send_signal(signal.SIGINT)
         out, err = r.communicate(timeout=30)
         assert r.returncode == 130 and "aipc: interrupted" in err, (r.returncode, err)
-        _wait_for(lambda: not _alive(child), 10, "the interrupted child to exit")
+        wait_for(lambda: not _alive(child), 10, "the interrupted child to exit")
 
         # the command killed outright: the worker stops its child
         r = sh(f"exec {AIPC} --params {fifo} export openvino y")
-        line = _wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))} export openvino y",
+        line = wait_for(lambda: re.search(rf"pid (\d+): aipc --params {re.escape(str(fifo))} export openvino y",
                                            _log(tmp_path)), 30, "the second child to start")
         child = int(line.group(1))
         r.kill()
         r.communicate(timeout=30)
-        _wait_for(lambda: not _alive(child), 30, "the orphaned child to be stopped")
+        wait_for(lambda: not _alive(child), 30, "the orphaned child to be stopped")
 
         # another environment (here HF_HOME) is never served by this worker: its own worker starts
         r = subprocess.run(["bash", "-c", f"{AIPC} smoke --help"], env=dict(env, HF_HOME=str(tmp_path / "hf2")),
@@ -183,7 +173,7 @@ def test_the_worker_exits_with_the_repro_that_started_it(tmp_path):
     assert r.returncode == 0 and "Usage: aipc smoke" in r.stdout, r.stderr
     log = _log(tmp_path)
     pid = int(re.search(r"worker\[(\d+)\] INFO preloaded", log).group(1))
-    _wait_for(lambda: not _alive(pid), 15, "the worker to exit after its owner")
+    wait_for(lambda: not _alive(pid), 15, "the worker to exit after its owner")
     assert "the owner exited; stopping" in _log(tmp_path)
 
 
@@ -274,21 +264,16 @@ def test_sigterm_to_a_detached_dvc_repro_stops_the_stage_forked_by_its_worker(tm
                    env=venv_env())
     (tmp_path / "dvc.yaml").write_text(json.dumps(
         {"stages": {"hang": {"cmd": f"{AIPC} --params {fifo} export openvino x", "outs": ["x.out"]}}}))
-    r = subprocess.run(["bash", "--noprofile", "--norc", "-c",
-                        f"{Path(sys.executable).parent / 'dvc'} repro </dev/null >out.log 2>err.log & echo $!"],
-                       cwd=tmp_path, env=venv_env(AIPC_WORKER_IDLE="120"), capture_output=True, text=True, check=True)
-    dvc_pid = int(r.stdout.split()[-1])
+    dvc_pid = detached(f"{Path(sys.executable).parent / 'dvc'} repro", tmp_path, venv_env(AIPC_WORKER_IDLE="120"))
     try:
-        line = _wait_for(lambda: re.search(r"pid (\d+): aipc --params", _log(tmp_path)), 240, "the forked stage")
+        line = wait_for(lambda: re.search(r"pid (\d+): aipc --params", _log(tmp_path)), 240, "the forked stage")
         child = int(line.group(1))
         worker_pid = int(re.search(r"worker\[(\d+)\]", _log(tmp_path)).group(1))
-        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", Path(f"/proc/{dvc_pid}/status").read_text(), re.M)
-                      .group(1), 16)
-        assert ignored >> (signal.SIGINT - 1) & 1, "not started as a detached job is"
+        assert sig_ignored(dvc_pid, signal.SIGINT), "not started as a detached job is"
         t0 = time.monotonic()
         os.kill(dvc_pid, signal.SIGTERM)
-        _wait_for(lambda: not _alive(child), 30, "the forked stage to stop")
-        _wait_for(lambda: not _alive(worker_pid), 30, "the worker to exit")
+        wait_for(lambda: not _alive(child), 30, "the forked stage to stop")
+        wait_for(lambda: not _alive(worker_pid), 30, "the worker to exit")
         assert time.monotonic() - t0 < 20
         assert not _alive(dvc_pid)
         assert "the owner exited; stopping" in _log(tmp_path)
