@@ -13,18 +13,61 @@ except ImportError:
     from hubserver import HubServer
 
 
+GROUP = pytest.StashKey[str]()
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (pyproject: ``-n 2 --dist loadgroup``). The tests that convert, load or run
-    models (marked slow; a test reading the end-to-end workspace must be) form one group, so they run one after another
-    on one worker: never two model conversions at once on 2 cores, and each session fixture (the embedded
-    model's repro) built once. Every other test is grouped with its module (its module fixtures built once),
-    and those groups go to whichever worker is free."""
+    """Groups for pytest-xdist (pyproject: ``-n 2 --dist loadgroup``), each run by one worker:
+
+    * ``models``: the tests that convert or compile models (marked slow), one after another, each holding
+      the run's conversions lock (:func:`pytest_runtest_protocol`): never two model conversions at once on
+      2 cores, and each session fixture (the tiny models, the NPU worker) built once;
+    * ``e2e``: the tests that only read the end-to-end workspace (generate, publish, run the cards' snippets,
+      re-validate): inference, on the other worker, while the conversions go on. The workspace is built once
+      per run, under the same lock (:func:`repro_workspace`); a test reading it that also converts is marked
+      ``converts`` and stays in ``models``;
+    * every other test is grouped with its module (its module fixtures built once), and those groups go to
+      whichever worker is free."""
     for item in items:
         heavy = item.get_closest_marker("slow") is not None
-        if "repro_workspace" in getattr(item, "fixturenames", ()) and not heavy:
+        reads_e2e = "repro_workspace" in getattr(item, "fixturenames", ())
+        if reads_e2e and not heavy:
             raise pytest.UsageError(f"{item.nodeid} reads the end-to-end workspace (a full repro): mark it slow")
-        item.add_marker(pytest.mark.xdist_group("models" if heavy else item.module.__name__))
+        converts = item.get_closest_marker("converts") is not None
+        group = ("e2e" if reads_e2e and not converts else "models") if heavy else item.module.__name__
+        item.stash[GROUP] = group
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def shared_run_dir(config: pytest.Config) -> Path:
+    """A folder both pytest-xdist workers of this run share, and no other run: pytest's basetemp
+    (pytest-of-<user>/pytest-<N>, kept and removed by pytest's retention like any tmp_path), which is the
+    parent of each worker's own popen-gw<i>. (``_tmp_path_factory`` is the handle pytest's own tmp_path
+    plugin keeps on the config: hooks get no other.)"""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+_CONVERSIONS: dict[str, object] = {}
+
+
+def conversions_lock(config: pytest.Config):
+    """The run's one conversions lock (a file lock in :func:`shared_run_dir`; reentrant in a process)."""
+    from filelock import FileLock
+
+    path = str(shared_run_dir(config) / "conversions.lock")
+    return _CONVERSIONS.setdefault(path, FileLock(path))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A ``models`` test holds the conversions lock from its setup (module fixtures that convert included)
+    to its teardown."""
+    if item.stash.get(GROUP, None) != "models":
+        return (yield)
+    with conversions_lock(item.config):
+        return (yield)
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, run by the controller for each worker's collection
@@ -146,24 +189,35 @@ def e2e_profile(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def repro_workspace(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path):
+def repro_workspace(request: pytest.FixtureRequest, embedded_dir: Path):
     """A run workspace on the embedded model after one full `dvc repro` (the real dvc.yaml).
 
-    HOME points at an empty folder so the run proves OpenVINO telemetry never writes there.
+    Built once per test run, in :func:`shared_run_dir`, by whichever worker needs it first, under the
+    conversions lock (the other worker waits, then reads it). Tests only read it; one that changes
+    something works on a copy (test_pipeline_e2e.linked_copy). HOME points at an empty folder so the run
+    proves OpenVINO telemetry never writes there.
     Returns (workspace path, CompletedProcess of the repro, env).
     """
+    import json
+    import shutil
     import subprocess
     import sys
 
-    base = tmp_path_factory.mktemp("e2e")
-    home = base / "home"
-    home.mkdir()
+    base = shared_run_dir(request.config) / "e2e"
+    done = base / "repro.json"
     # the embedded model's cache root stays the shared one (HOME changes), so it is not rebuilt
-    env = venv_env(HOME=str(home), HF_HOME=str(base / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
+    env = venv_env(HOME=str(base / "home"), HF_HOME=str(base / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
     ws = base / "ws"
-    aipc = [str(Path(sys.executable).parent / "aipc")]
-    subprocess.run(aipc + ["workspace", "init", str(ws), "--profile", str(e2e_profile(base / "e2e.yaml"))],
-                   check=True, env=env, cwd=ROOT, capture_output=True)
-    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ws, env=env,
-                       capture_output=True, text=True, timeout=3600)
-    return ws, r, env
+    with conversions_lock(request.config):
+        if not done.is_file():
+            shutil.rmtree(base, ignore_errors=True)
+            (base / "home").mkdir(parents=True)
+            aipc = [str(Path(sys.executable).parent / "aipc")]
+            subprocess.run(aipc + ["workspace", "init", str(ws), "--profile", str(e2e_profile(base / "e2e.yaml"))],
+                           check=True, env=env, cwd=ROOT, capture_output=True)
+            r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ws, env=env,
+                               capture_output=True, text=True, timeout=3600)
+            done.write_text(json.dumps({"args": r.args, "returncode": r.returncode, "stdout": r.stdout,
+                                        "stderr": r.stderr}))
+    rec = json.loads(done.read_text())
+    return ws, subprocess.CompletedProcess(rec["args"], rec["returncode"], rec["stdout"], rec["stderr"]), env

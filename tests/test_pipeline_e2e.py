@@ -174,7 +174,8 @@ def linked_copy(ws: Path, dest: Path) -> Path:
     """A private copy of a repro workspace to change and re-run, without a second repro: read-only files
     (DVC's cache objects and the outputs linked to them; DVC replaces an output, never writes into it) are
     hard-linked, every writable file (params.yaml, DVC's state database, metrics) is copied, and the
-    symlinks to the repo's dvc.yaml and code stay symlinks."""
+    symlinks to the repo's dvc.yaml and code stay symlinks to the same files (relative ones re-pointed, as
+    the copy may sit at another depth)."""
     import os
     import shutil
 
@@ -185,9 +186,15 @@ def linked_copy(ws: Path, dest: Path) -> Path:
             os.link(src, dst)
 
     shutil.copytree(ws, dest, symlinks=True, copy_function=link_or_copy)
+    for link in [p for p in dest.rglob("*") if p.is_symlink()]:
+        target = os.readlink(link)
+        if not os.path.isabs(target):
+            link.unlink()
+            link.symlink_to(os.path.realpath(ws / link.relative_to(dest)))
     return dest
 
 
+@pytest.mark.converts
 def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspace, tmp_path):
     ws, _, env = repro_workspace
     import time

@@ -322,6 +322,7 @@ def test_a_stage_whose_inputs_are_not_on_disk_yet_has_no_estimate(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.converts
 def test_aipc_repro_gives_the_artifacts_a_sequential_dvc_repro_gives(tmp_path, repro_workspace, embedded_dir):
     """The same stages of the real dvc.yaml on the embedded model, two at a time through the CLI, in a
     fresh workspace: every output DVC records is the one the sequential `dvc repro` recorded, one worker
