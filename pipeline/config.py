@@ -462,6 +462,14 @@ class GateSet(_Strict):
     min_prefix_agreement: float | None = Field(default=None, ge=0.0, le=1.0,
                                                description="greedy tokens equal to the reference's, first N")
     smoke_must_pass: bool | None = None
+    # the long window (LongRoPE models only, see ValidationSection.long_window); null = not gated
+    min_long_top1_agreement: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="top-1 agreement over the long window (past the original context)")
+    max_long_kl_mean: float | None = Field(default=None, ge=0.0, le=50.0, description="KL mean over the long window")
+
+
+# gates that apply only where the model has a long window; the default need not set them
+LONG_GATES = ("min_long_top1_agreement", "max_long_kl_mean")
 
 
 class GatesSection(_Strict):
@@ -471,7 +479,7 @@ class GatesSection(_Strict):
 
     @model_validator(mode="after")
     def _default_complete(self) -> "GatesSection":
-        missing = [k for k, v in self.default.model_dump().items() if v is None]
+        missing = [k for k, v in self.default.model_dump().items() if v is None and k not in LONG_GATES]
         if missing:
             raise ValueError(f"gates.default must set every gate; missing: {', '.join(missing)}")
         return self
@@ -492,6 +500,11 @@ class ValidationSection(_Strict):
     topk: int = Field(default=32, ge=1, le=4096, description="reference log-probs kept per position for KL")
     prefix_tokens: int = Field(default=8, ge=1, le=256, description="greedy tokens compared with the reference")
     reference_dtype: Literal["float32", "bfloat16"] = "float32"
+    long_window: int | None = Field(
+        default=4200, ge=256, le=131072,
+        description="tokens of one more window, for LongRoPE models only (config.json has "
+                    "original_max_position_embeddings; it must be longer than that): the positions past the "
+                    "original context, where the long rope factors apply; null = never")
     gates: GatesSection
 
     _unique = field_validator("texts")(classmethod(lambda cls, v: _each_once(v)))

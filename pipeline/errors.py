@@ -28,6 +28,10 @@ class ConfigError(PipelineError):
     exit_code = 2
 
 
+class ContextTooLong(ConfigError):
+    """A prompt plus the tokens asked for does not fit the model's context window."""
+
+
 class SourceError(PipelineError):
     """The model source is missing, incomplete, corrupt or not a Phi-3 checkpoint."""
 

@@ -13,6 +13,7 @@ stamp=".venv/.aipc-setup-$(cat pyproject.toml requirements/lock.txt scripts/setu
 bash envs/npu/setup.sh  # the isolated NPU env (.venv-npu; its own stamp, so it runs before .venv's early exit)
 if [ -f "$stamp" ]; then
   echo "setup: .venv is up to date"
+  bash scripts/wheelhouse.sh  # the wheels the bundle-consumer tests build clean environments from (own stamp)
   exit 0
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -23,3 +24,4 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 rm -f .venv/.aipc-setup-*
 touch "$stamp"
 echo "setup: .venv ready"
+bash scripts/wheelhouse.sh

@@ -81,6 +81,8 @@ def generate(obj, target: str, prompt: str, **o) -> None:
 @click.pass_obj
 def chat(obj, target: str, **o) -> None:
     """Interactive chat with bundle TARGET; `/exit` or end of input quits, `/reset` clears history."""
+    from pipeline.errors import ContextTooLong
+
     runner, sampling, history, backend = _setup(obj, target, o)
     base = list(history)
     click.echo(f"[{backend}] chatting with {target} — /exit to quit, /reset to clear", err=True)
@@ -96,5 +98,10 @@ def chat(obj, target: str, **o) -> None:
             if not line.strip():
                 continue
             history.append({"role": "user", "content": line.rstrip("\n")})
-            gen = _turn(runner, sampling, history)
+            try:
+                gen = _turn(runner, sampling, history)
+            except ContextTooLong as err:  # the chat goes on without that message
+                history.pop()
+                click.echo(f"[error] {err}\n  /reset starts a new chat", err=True)
+                continue
             history.append({"role": "assistant", "content": gen.text})

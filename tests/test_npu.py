@@ -422,6 +422,38 @@ def test_fresh_process_reloads_and_generates(npu_artifact, embedded_dir):
 
 
 @pytest.mark.slow
+def test_shipped_loader_alone_gives_the_workers_answer_and_refuses_a_tampered_copy(npu_artifact, npu_python,
+                                                                                   tmp_path):
+    """The artifact's own aipc_npu_loader.py (what an NPU bundle's card runs), in the NPU environment with no
+    file of this repository importable: same greedy tokens as aipc's worker; a flipped byte is refused before
+    anything is unpickled."""
+    from pipeline.export.npu import LOADER_FILE, LOADER_SOURCE, load_npu_artifact
+
+    out, record = npu_artifact
+    assert (out / LOADER_FILE).read_bytes() == LOADER_SOURCE.read_bytes() and LOADER_FILE in record["files"]
+    with load_npu_artifact(out) as a:
+        want = a.generate(QUESTION, 16)
+    copy = tmp_path / "bundle"
+    shutil.copytree(out, copy)
+    code = ("import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom aipc_npu_loader import LoaderError, load\n"
+            "try:\n    m = load(sys.argv[1])\nexcept LoaderError as e:\n    print(json.dumps(e.to_json())); sys.exit(3)\n"
+            "print(json.dumps(m.generate(json.loads(sys.argv[2]), 16)))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    run = lambda: subprocess.run([str(npu_python), "-c", code, str(copy), json.dumps(QUESTION)], cwd=tmp_path,  # noqa: E731
+                                 env=env, capture_output=True, text=True, timeout=900)
+    r = run()
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["token_ids"] == want["token_ids"] and got["text"] == want["text"]
+    marker = tmp_path / "UNPICKLED"
+    _malicious_model(copy, marker)
+    r = run()
+    assert r.returncode == 3, r.stderr[-3000:]
+    err = json.loads(r.stdout.strip().splitlines()[-1])
+    assert err["kind"] == "integrity" and "model.pt: sha256" in err["message"] and not marker.exists()
+
+
+@pytest.mark.slow
 def test_tampered_real_artifact_refused(npu_artifact, tmp_path):
     from pipeline.errors import ArtifactIntegrityError
     from pipeline.export.npu import load_npu_artifact

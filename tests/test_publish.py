@@ -51,14 +51,15 @@ def release_params() -> dict:
 
 
 def smoke_record(backend: str, passed: bool = True) -> dict:
-    results = [{"id": "capital", "text": "Paris.", "passed": True, "failures": [], "notes": []},
+    results = [{"id": "capital", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "text": "Paris.", "passed": True, "failures": [], "notes": []},
                {"id": "arith", "text": "4", "passed": passed, "failures": [] if passed else ["empty output"],
                 "notes": []}]
     # what each runner records: OpenVINO its device and properties (the precision pin among them)
     runtime = ({"device": "CPU", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
                if backend == "openvino" else {})
     return {"backend": backend, "passed": passed, "prompts_passed": sum(r["passed"] for r in results),
-            "prompts_total": 2, "runtime": runtime, "results": results}
+            "prompts_total": 2, "max_new_tokens": 48, "runtime": runtime, "results": results}
 
 
 def validate_record(backend: str, variant: str, top1: float = 0.93) -> dict:
@@ -175,6 +176,11 @@ def test_manifest_is_deterministic_and_complete(built, tmp_path):
     assert m["validation"]["smoke"]["passed"] and m["validation"]["validate"]["passed"]
     assert m["validation"]["smoke"]["runtime"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert m["pickle_files"] == []
+    assert m["validation"]["smoke"]["example"] == {"id": "capital", "text": "Paris.", "messages": [
+        {"role": "user", "content": "What is the capital of France?"}]} and m["validation"]["smoke"]["max_new_tokens"] == 48
+    # the source's config.json byte for byte (optimum writes transformers 5's rewrite of it), in every bundle
+    for name in ("openvino-int4", "ortgenai-cpu-int4"):
+        assert (bundle(built, name) / "config.json").read_bytes() == (built / "artifacts/source/config.json").read_bytes()
     # every file but manifest.json, with its sha256 and size; the artifact files, license files and the card
     files = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(m["files"]) == files
@@ -196,19 +202,24 @@ def test_card_front_matter_and_sections(built):
     meta = yaml.safe_load(text.split("---\n", 2)[1])
     assert meta["license"] == "mit" and meta["base_model"] == SOURCE_REPO
     assert meta["base_model_relation"] == "quantized" and meta["pipeline_tag"] == "text-generation"
-    assert meta["library_name"] == "openvino" and {"openvino", "int4", "phi3"} <= set(meta["tags"])
-    for needle in (f'ov_genai.LLMPipeline(hf.snapshot_download("{OV_REPO}"), "CPU", INFERENCE_PRECISION_HINT="f32")',
-                   f'OVModelForCausalLM.from_pretrained("{OV_REPO}", ov_config={{"INFERENCE_PRECISION_HINT": "f32"}})',
+    # library_name only from the Hub's list of modeling libraries, which has no OpenVINO: a tag instead
+    assert "library_name" not in meta and {"openvino", "int4", "phi3"} <= set(meta["tags"])
+    for needle in (f'path = hf.snapshot_download("{OV_REPO}")  # a local copy of this bundle instead: path = ',
+                   'ov_genai.LLMPipeline(path, "CPU", INFERENCE_PRECISION_HINT="f32")',
+                   "print(pipe.generate('What is the capital of France?', max_new_tokens=48, do_sample=False))",
+                   'OVModelForCausalLM.from_pretrained(path, ov_config={"INFERENCE_PRECISION_HINT": "f32"})',
+                   "Each prints the greedy answer the smoke stage recorded (on CPU):\n\n```text\nParis.\n```",
                    "the CPU precision the validation below was measured at", "| group_size | 64 |",
                    "min_top1_agreement", "| smoke generation", "## Known limits", "## Minimum runtime versions",
                    f"{SOURCE_REPO}@{SOURCE_COMMIT}", "`NOTICE.md`"):
         assert needle in text, needle
     ort = (bundle(built, "ortgenai-cpu-int4") / "README.md").read_text()
     meta = yaml.safe_load(ort.split("---\n", 2)[1])
-    assert meta["library_name"] == "onnxruntime-genai" and "onnx" in meta["tags"]
+    assert "library_name" not in meta and {"onnx", "onnxruntime-genai"} <= set(meta["tags"])
     from pipeline.export.ortgenai import MIN_RUNTIME
 
-    assert f'og.Model(hf.snapshot_download("{ORT_REPO}"))' in ort
+    assert f'path = hf.snapshot_download("{ORT_REPO}")' in ort and "config = og.Config(path)" in ort
+    assert "clear_providers" not in ort  # a CPU build: its own provider is the CPU
     assert f'"onnxruntime-genai>={MIN_RUNTIME["onnxruntime-genai"]}"' in ort
     assert "no accuracy gates were recorded" in ort
 
@@ -493,8 +504,9 @@ def test_every_embedded_bundle_publishes_and_downloads_back_bit_identical(repro_
 
 
 def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
-    """An NPU-library artifact (the export record's shape; model.pt a real torch.save file): manifest and card
-    say it is a pickle, name the checking loader, and pin the exact versions it loads with."""
+    """An NPU-library artifact (the export record's shape; model.pt a real torch.save file, the loader the
+    export ships): manifest and card say it is a pickle, load it through the bundle's own loader, and pin the
+    exact versions it loads with."""
     import torch
 
     from pipeline.config import parse_params
@@ -504,10 +516,12 @@ def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
     art.mkdir(parents=True)
     torch.save({"w": torch.zeros(2)}, art / "model.pt")
     shutil.copyfile(built / "artifacts/source/config.json", art / "config.json")
-    runtime = {"intel-npu-acceleration-library": "1.4.0", "torch": "2.6.0+cpu", "transformers": "4.57.6"}
+    shutil.copyfile(ROOT / "envs/npu/aipc_npu/loader.py", art / "aipc_npu_loader.py")
+    runtime = {"intel-npu-acceleration-library": "1.4.0", "torch": "2.6.0+cpu", "transformers": "4.57.6",
+               "python": "3.11.7"}
     write_json(art / "aipc_export.json", {
         "backend": "npu", "variant": "int4", "params": {"dtype": "int4"}, "format": "torch-pickle", "pickle": True,
-        "runtime": runtime, "runtime_must_match": list(runtime), "loader": "pipeline.export.npu.load_npu_artifact",
+        "runtime": runtime, "runtime_must_match": list(runtime)[:3], "loader": "aipc_npu_loader.py",
         "compile": {"quantization": "weight-only RTN", "linear_types": {"QuantizedLinear": 9}},
         "device": "CPU", "device_fallback": "CPU", "files": file_table(art), "toolchain": {"python": "3.11.7"}})
     write_json(tmp_path / "metrics/smoke/npu-int4.json", smoke_record("npu"))
@@ -517,10 +531,12 @@ def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
     out = build_bundle(parse_params(data), "npu", "int4", tmp_path)
     m = read_json(out / "manifest.json")
     assert m["pickle_files"] == ["model.pt"] and m["runtime_exact"] is True
-    assert m["min_runtime"] == runtime and m["runtime_env"] == runtime
+    assert m["min_runtime"] == {k: runtime[k] for k in list(runtime)[:3]} and m["runtime_env"] == runtime
     card = (out / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n", 2)[1])
-    assert meta["library_name"] == "intel-npu-acceleration-library" and "npu" in meta["tags"]
+    assert "library_name" not in meta and {"npu", "intel-npu-acceleration-library"} <= set(meta["tags"])
     assert "model.pt is a Python (torch) pickle: loading it runs code" in card
-    assert "load_npu_artifact(hf.snapshot_download(" in card and "- transformers == 4.57.6" in card
+    assert "Python 3.11 (`pip install \"intel-npu-acceleration-library==1.4.0\" \"torch==2.6.0\" " in card
+    assert "from aipc_npu_loader import load\nmodel = load(path)\n" in card and "- transformers == 4.57.6" in card
+    assert "pipeline" not in card.split("## Use it")[1].split("## Quantization")[0]  # nothing of this project
     assert "CPU fallback" in card

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,37 @@ def test_missing_runtime_is_one_message(monkeypatch):
         chat.require_runtime("ortgenai")
 
 
+def test_context_rule_names_both_numbers_and_the_fix():
+    from pipeline.errors import ContextTooLong
+    from validation.runners.base import check_context
+
+    check_context(100, 90, 10)  # exactly the window: fine
+    check_context(None, 10**6, 10)  # no recorded window: the runtime decides
+    with pytest.raises(ContextTooLong, match=r"91 tokens and max_new_tokens is 10: 101 tokens, more than the "
+                                             r"model's context window of 100") as e:
+        check_context(100, 91, 10)
+    assert "at most 9" in e.value.fix and e.value.exit_code == 2
+    with pytest.raises(ContextTooLong) as e:
+        check_context(100, 150, 1)
+    assert "shorten the prompt to fewer than 100 tokens" in e.value.fix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_over_long_prompt_is_one_message_in_every_backend(repro_workspace, bundle):
+    """ORT GenAI died with a traceback past its context_length, OpenVINO answered garbage after minutes."""
+    ws, r, env = repro_workspace
+    folder = ws / "artifacts" / "bundles" / bundle
+    context = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    out = subprocess.run([AIPC, "generate", f"artifacts/bundles/{bundle}", "--prompt", "hello " * context,
+                          "--temperature", "0", "--max-new-tokens", "16"],
+                         cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"more than the model's context window of {context}" in out.stderr
+    assert "shorten the prompt" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout.strip() == ""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_generate_answers_streams_and_prints_stats(repro_workspace, bundle):
@@ -70,10 +102,12 @@ def test_tokens_arrive_in_pieces(repro_workspace, bundle):
 @pytest.mark.slow
 def test_chat_scripted(repro_workspace):
     ws, _, env = repro_workspace
-    script = "What is the capital of France?\n/reset\nName a color.\n/exit\n"
+    # an over-long message is refused with one message and the chat goes on
+    script = "hello " * 9000 + "\nWhat is the capital of France?\n/reset\nName a color.\n/exit\n"
     out = subprocess.run([AIPC, "chat", "artifacts/bundles/openvino-fp16", "--temperature", "0",
                           "--max-new-tokens", "12"], cwd=ws, env=env, input=script, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout
     assert out.stderr.count("[stats]") == 2
+    assert out.stderr.count("[error]") == 1 and "context window of" in out.stderr and "Traceback" not in out.stderr

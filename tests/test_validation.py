@@ -85,6 +85,96 @@ def test_evaluation_texts_are_shipped_and_long_enough(embedded_dir):
     assert "PSF" in (EVAL_DIR / "SOURCES.md").read_text()
 
 
+def test_long_gates_apply_only_to_a_long_window():
+    record = {"accuracy": {"worst_ppl_ratio": 1.0, "top1_agreement": 1.0, "kl_mean": 0.0, "kl_p99": 0.0},
+              "tokenizer_parity": {"encode_agreement": 1.0, "roundtrip_exact": 1.0, "chat_template_equal": True},
+              "smoke": {"passed": True, "prefix_agreement": 1.0}}
+    th = {"min_top1_agreement": 0.9, "min_long_top1_agreement": 0.95, "max_long_kl_mean": 0.02}
+    names = lambda res: {g["gate"] for g in res}  # noqa: E731
+    assert not names(gates.evaluate(record, th)) & {"min_long_top1_agreement", "max_long_kl_mean"}  # no LongRoPE
+    record["long_context"] = {"top1_agreement": 0.8, "kl_mean": 0.01, "tokens": 4200}
+    res = gates.evaluate(record, th)
+    assert {g["gate"] for g in res if not g["passed"]} == {"min_long_top1_agreement"}
+    assert {"min_long_top1_agreement", "max_long_kl_mean"} <= names(res)
+    assert not names(gates.evaluate(record, {"min_long_top1_agreement": None})) & {"min_long_top1_agreement"}
+
+
+def test_long_window_only_for_longrope_and_past_the_original_context(tmp_path, embedded_dir):
+    import copy
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    from pipeline.config import parse_params
+    from pipeline.errors import ConfigError
+    from validation.reference import long_window_ids
+
+    root = Path(__file__).resolve().parent.parent
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    for name, expect in (("Phi-3-mini-128k-instruct", 4096), ("Phi-4-mini-instruct", 4096),
+                         ("Phi-3-mini-4k-instruct", None), ("Phi-3-medium-4k-instruct", None)):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copyfile(root / "tests/data/configs" / f"{name}.json", d / "config.json")
+        got = long_window_ids(tok, parse_params(data), d)
+        if expect is None:
+            assert got is None, name
+        else:
+            ids, original = got
+            assert original == expect and len(ids) == 4200 and ids.dtype == np.int32, name
+    d = tmp_path / "Phi-3-mini-128k-instruct"
+    short = copy.deepcopy(data)
+    short["validation"]["long_window"] = 4096
+    with pytest.raises(ConfigError, match="long_window = 4096 does not go past the model's original context"):
+        long_window_ids(tok, parse_params(short), d)
+    short["validation"]["long_window"] = None
+    assert long_window_ids(tok, parse_params(short), d) is None
+    short["validation"]["long_window"] = 100000
+    with pytest.raises(ConfigError, match="the evaluation texts python_docs, gpl3 hold"):
+        long_window_ids(tok, parse_params(short), d)
+
+
+@pytest.mark.slow
+def test_long_window_catches_a_longrope_export_with_the_short_factors(tmp_path, embedded_dir):
+    """What the long window is for: a LongRoPE model run with its short rope factors past the original
+    context (an export that drops the long factors, as transformers 4.57 does with a rewritten config)
+    scores like noise on it, while 256-token windows cannot see the difference."""
+    import copy
+
+    import yaml
+
+    try:
+        from .tiny import make_tiny_phi3
+    except ImportError:
+        from tiny import make_tiny_phi3
+    from pipeline.config import parse_params
+    from validation.accuracy import reference_from_logits, score_window, summarize
+    from validation.runners.transformers import TransformersRunner
+    from validation.reference import long_window_ids
+
+    model = make_tiny_phi3(tmp_path / "128k", embedded_dir, name="Phi-3-mini-128k-instruct")
+    wrong = tmp_path / "short-factors"
+    shutil.copytree(model, wrong)
+    cfg = json.loads((wrong / "config.json").read_text())
+    cfg["rope_scaling"]["long_factor"] = cfg["rope_scaling"]["short_factor"]
+    (wrong / "config.json").write_text(json.dumps(cfg))
+    params = parse_params(yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text()))
+    with TransformersRunner(model) as ref_runner:
+        ids, original = long_window_ids(ref_runner.tok, params, model)
+        ref = reference_from_logits(ids, ref_runner.logits(ids.tolist()), 32)
+        short = reference_from_logits(ids[:256], ref_runner.logits(ids[:256].tolist()), 32)
+    with TransformersRunner(wrong) as runner:
+        bad_long = summarize([score_window(ref, runner.logits(ids.tolist()))])
+        bad_short = summarize([score_window(short, runner.logits(ids[:256].tolist()))])
+    assert original == 4096 and len(ids) == 4200
+    assert bad_short["top1_agreement"] == 1.0  # within the original context both factor sets agree
+    assert bad_long["top1_agreement"] < 0.1, bad_long
+    th = copy.deepcopy(params.validation.gates_for("openvino", "fp16"))
+    failed = {g["gate"] for g in gates.evaluate({"long_context": bad_long}, th) if not g["passed"]}
+    assert "min_long_top1_agreement" in failed
+
+
 @pytest.mark.slow
 def test_broken_artifact_is_caught_by_the_gates(repro_workspace):
     """Scramble a third of an FP16 IR's weights: validate fails with one message listing each

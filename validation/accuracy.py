@@ -11,6 +11,13 @@ scored independently (teacher forcing). Position ``i`` of a window predicts toke
   the rest of the vocabulary. Merging tokens into one bucket can only lower a KL divergence, so this
   is a lower bound of the full-vocabulary KL, exact when ``topk`` equals the vocabulary size.
   Reported as mean and 99th percentile over positions.
+
+LongRoPE models (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini: ``rope_scaling`` with long factors) switch
+to their long rope factors past ``original_max_position_embeddings``, which 256-token windows never
+reach. For them the reference also scores one ``validation.long_window``-token window (the evaluation
+texts joined, from the start; one forward pass, the log-softmax in row blocks), and validation scores
+the same window where a long gate is set (``min_long_top1_agreement``, ``max_long_kl_mean``: the FP16
+artifacts by default), recorded as ``long_context``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ GATES = {
     "min_tokenizer_agreement": ("tokenizer_parity.encode_agreement", ">="),
     "min_prefix_agreement": ("smoke.prefix_agreement", ">="),
     "smoke_must_pass": ("smoke.passed", "=="),
+    # LongRoPE models only: the window past the original context (validate records long_context)
+    "min_long_top1_agreement": ("long_context.top1_agreement", ">="),
+    "max_long_kl_mean": ("long_context.kl_mean", "<="),
 }
 # always-on checks, whatever the params
 FIXED = [
@@ -41,8 +44,10 @@ def _ok(value: Any, op: str, threshold: Any) -> bool:
 def evaluate(record: dict[str, Any], thresholds: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for gate, threshold in sorted(thresholds.items()):
-        if gate == "smoke_must_pass" and not threshold:
+        if (gate == "smoke_must_pass" and not threshold) or threshold is None:
             continue
+        if GATES[gate][0].startswith("long_context.") and not record.get("long_context"):
+            continue  # no long window: not a LongRoPE model
         metric, op = GATES[gate]
         value = _get(record, metric)
         out.append({"gate": gate, "metric": metric, "op": op, "threshold": threshold, "value": value,

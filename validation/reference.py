@@ -46,6 +46,39 @@ def eval_windows(tokenizer, params: Params) -> dict[str, np.ndarray]:
     return out
 
 
+LONG = "long"  # the long window's key in reference.npz / reference.json
+
+
+def long_window_ids(tokenizer, params: Params, source_dir: Path) -> tuple[np.ndarray, int] | None:
+    """(token ids, original context) of the long window, for a LongRoPE model (config.json: ``rope_scaling``
+    with ``long_factor``, and ``original_max_position_embeddings``); None for any other model (Phi-3-mini-4k
+    records an original context too, but no scaling) or with ``validation.long_window`` null.
+
+    The window is the start of the evaluation texts joined in their order, ``long_window`` tokens, one
+    forward pass: its positions past the original context are where the long rope factors apply."""
+    from pipeline.sources.checkpoint import read_model_config
+
+    v = params.validation
+    cfg = read_model_config(source_dir)
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    original = cfg.get("original_max_position_embeddings") or scaling.get("original_max_position_embeddings")
+    if not v.long_window or not isinstance(scaling, dict) or "long_factor" not in scaling or not isinstance(original, int):
+        return None
+    if v.long_window <= original:
+        raise ConfigError(f"params.yaml: validation.long_window = {v.long_window} does not go past the model's "
+                          f"original context ({original} tokens): its long rope factors would never be scored",
+                          fix=f"set validation.long_window above {original} (e.g. {original + 104})")
+    maxpos = cfg.get("max_position_embeddings")
+    if isinstance(maxpos, int) and v.long_window > maxpos:
+        raise ConfigError(f"params.yaml: validation.long_window = {v.long_window} is longer than the model's "
+                          f"context window ({maxpos} tokens)", fix=f"set validation.long_window to at most {maxpos}")
+    ids = tokenizer.encode("\n\n".join(eval_text(n) for n in v.texts), add_special_tokens=False)
+    if len(ids) < v.long_window:
+        raise ConfigError(f"params.yaml: validation.long_window = {v.long_window} tokens, but the evaluation texts "
+                          f"{', '.join(v.texts)} hold {len(ids)}", fix=f"set validation.long_window to at most {len(ids)}")
+    return np.asarray(ids[:v.long_window], dtype=np.int32), original
+
+
 def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -71,6 +104,15 @@ def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str
             meta["texts"][name] = {"windows": len(wins), "perplexity": ppl,
                                    "sha256": sha256_file(EVAL_DIR / f"{name}.txt")}
             log.info("reference perplexity on %s: %.3f", name, ppl)
+        long = long_window_ids(runner.tok, params, source_dir)
+        if long is not None:
+            ids, original = long
+            log.info("reference: the long window, %d tokens (LongRoPE, original context %d)", len(ids), original)
+            ref = reference_from_logits(ids, runner.logits(ids.tolist()), v.topk)
+            for field in ("ids", "target_logprob", "top1", "topk_idx", "topk_logprob"):
+                arrays[f"{LONG}/0/{field}"] = getattr(ref, field)
+            meta[LONG] = {"tokens": int(len(ids)), "original_max_position_embeddings": original,
+                          "perplexity": float(np.exp(-ref.target_logprob.astype(np.float64).mean()))}
         for item in load_prompts():
             gen = runner.generate(item["messages"], v.prefix_tokens)
             meta["generations"][item["id"]] = {"token_ids": gen.token_ids, "text": gen.text}
@@ -91,3 +133,11 @@ def load_reference(ref_dir: Path) -> tuple[dict[str, Any], dict[str, list[Window
             for w in range(info["windows"])
         ]
     return meta, windows
+
+
+def load_long_window(ref_dir: Path, meta: dict[str, Any]) -> WindowReference | None:
+    """The long window of a LongRoPE model's reference (None when the reference has none)."""
+    if not meta.get(LONG):
+        return None
+    data = np.load(ref_dir / REFERENCE_NPZ)
+    return WindowReference(**{f: data[f"{LONG}/0/{f}"] for f in ("ids", "target_logprob", "top1", "topk_idx", "topk_logprob")})

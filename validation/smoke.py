@@ -68,6 +68,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
                      f"  FAILED: {'; '.join(failures)}" if failures else "")
             results.append({
                 "id": item["id"],
+                "messages": item["messages"],
                 "text": gen.text,
                 "new_tokens": len(gen.token_ids),
                 "token_ids": gen.token_ids,

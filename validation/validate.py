@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Params
+from pipeline.config import LONG_GATES, Params
 from pipeline.errors import ValidationFailed
 from pipeline.fsutil import read_json, write_json
 
 from . import gates as gates_mod
 from .accuracy import prefix_agreement, score_window, summarize
-from .reference import load_reference
+from .reference import load_long_window, load_reference
 from .runners import open_runner
 from .tokenizers import tokenizer_parity
 
@@ -53,9 +53,19 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
     source_tok = AutoTokenizer.from_pretrained(source_dir)
     record: dict[str, Any] = {"backend": backend, "variant": variant, "artifact": str(folder),
                               "protocol": meta["protocol"]}
+    thresholds = params.validation.gates_for(backend, variant)
+    # the long window costs one long forward pass: scored where a gate reads it (FP16 artifacts by default)
+    long_ref = load_long_window(reference_dir, meta) if any(
+        thresholds.get(g) is not None for g in LONG_GATES) else None
     with open_runner(backend, folder, params) as runner:
         record["accuracy"] = measure_accuracy(runner, windows, f"{backend}-{variant}")
         record["tokenizer_parity"] = tokenizer_parity(runner, source_tok)
+        if long_ref is not None:
+            score = summarize([score_window(long_ref, runner.logits(long_ref.ids.tolist()))])
+            record["long_context"] = {**score, "tokens": int(len(long_ref.ids)),
+                                      "original_max_position_embeddings": meta["long"]["original_max_position_embeddings"]}
+            log.info("%s-%s long window (%d tokens): top-1 %.3f, KL mean %.4f", backend, variant, len(long_ref.ids),
+                     score["top1_agreement"], score["kl_mean"])
     smoke = read_json(smoke_json) if smoke_json.is_file() else None
     prefix = []
     if smoke is not None:
@@ -67,7 +77,6 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
         "prefix_agreement": sum(prefix) / len(prefix) if prefix else None,
         "file": str(smoke_json),
     }
-    thresholds = params.validation.gates_for(backend, variant)
     record["gates"] = gates_mod.evaluate(record, thresholds)
     record["passed"] = all(g["passed"] for g in record["gates"])
     write_json(out, record)

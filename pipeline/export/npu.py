@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import NPUSection, Params
-from ..errors import ArtifactIntegrityError, EnvironmentProblem, ExportError, PipelineError, SourceError
+from ..errors import ArtifactIntegrityError, ContextTooLong, EnvironmentProblem, ExportError, PipelineError, SourceError
 from ..fsutil import atomic_dir, file_table, read_json, sha256_file, write_json
 from ..sources.checkpoint import read_model_config
 from ..toolchain import versions
@@ -51,11 +51,15 @@ HELPER_DIR = REPO_ROOT / "envs" / "npu"  # holds the aipc_npu package run inside
 SETUP_SCRIPT = "envs/npu/setup.sh"
 # The pickle references these packages' classes: it loads only where all three match.
 PICKLE_TIED_TO = (LIBRARY, "torch", "transformers")
+# The loader shipped in every artifact (and so in every bundle): a consumer needs nothing of this project
+LOADER_SOURCE = HELPER_DIR / "aipc_npu" / "loader.py"
+LOADER_FILE = "aipc_npu_loader.py"
 PICKLE_WARNING = (
     "model.pt is a Python pickle (torch.save of the whole quantized transformers module): loading it "
-    "runs code. Open it only through pipeline.export.npu.load_npu_artifact, which checks every file "
-    "against the sha256 recorded here first, in an environment with the recorded intel-npu-acceleration-"
-    "library, torch and transformers versions (transformers 5 cannot load it)."
+    f"runs code. Open it only through {LOADER_FILE} (shipped here; aipc's own runner is "
+    "pipeline.export.npu.load_npu_artifact), which checks every file against the sha256 recorded here "
+    "first, in an environment with the recorded intel-npu-acceleration-library, torch and transformers "
+    "versions (transformers 5 cannot load it)."
 )
 FALLBACK_NOTE = "NPU not available: ran on CPU fallback"
 _REEXPORT_FIX = "re-export it (`aipc export npu VARIANT`) and never edit an artifact by hand"
@@ -132,6 +136,8 @@ def _error_from(payload: dict[str, Any] | None, what: str, stderr_tail: str, cod
         return ArtifactIntegrityError(message, fix=fix or _REEXPORT_FIX)
     if kind in ("environment", "version_mismatch"):
         return EnvironmentProblem(message, fix=fix or f"rebuild the NPU environment: bash {SETUP_SCRIPT}")
+    if kind == "context_length":
+        return ContextTooLong(message, fix=fix)
     if kind == "source":
         return SourceError(message, fix=fix or "check the source checkpoint loads with transformers 4.57")
     return ExportError(message if kind != "internal" or not stderr_tail else f"{message}\n{stderr_tail}",
@@ -219,6 +225,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
                                      "--dtype", variant.dtype], f"NPU compile of variant {key!r}")
         if not (tmp / MODEL_FILE).is_file():
             raise ExportError(f"NPU compile of {key!r} did not write {MODEL_FILE}", fix="see the log above")
+        shutil.copyfile(LOADER_SOURCE, tmp / LOADER_FILE)
         files = file_table(tmp, exclude=(EXPORT_JSON,))
         if files[MODEL_FILE]["sha256"] != result["model_sha256"]:
             raise ExportError(f"{MODEL_FILE} changed between the compile and the hashing",
@@ -235,7 +242,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             "format": "torch-pickle",
             "pickle": True,
             "warning": PICKLE_WARNING,
-            "loader": "pipeline.export.npu.load_npu_artifact",
+            "loader": LOADER_FILE,
             "model_file": MODEL_FILE,
             "compile": {
                 "call": "AutoModelForCausalLM.from_pretrained(src, use_cache=True) + "

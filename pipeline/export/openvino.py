@@ -9,7 +9,6 @@ plus the shapes and element types of the compressed weight constants) because op
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import shutil
@@ -95,6 +94,7 @@ def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, An
             raise ExportError(f"OpenVINO export of the base IR failed: {type(err).__name__}: {err}",
                               fix="see the log above; check the source checkpoint loads with transformers") from err
         _require_files(tmp, "the base IR")
+        ship_source_config(source_dir, tmp)
         record = {
             "backend": BACKEND,
             "variant": BASE,
@@ -163,7 +163,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
                 _unshare(base, tmp)
             else:
                 _copy_base(base, tmp, link_model=False)
-                fp16_from_base(base, tmp, model_config)
+                fp16_from_base(base, tmp)
         except Exception as err:  # noqa: BLE001
             if type(err).__name__ == "InvalidGroupSizeError":
                 raise ExportError(
@@ -174,6 +174,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
             raise ExportError(f"OpenVINO export of variant {key!r} failed: {type(err).__name__}: {err}",
                               fix="see the log above; check the source checkpoint loads with transformers") from err
         _require_files(tmp, repr(key))
+        ship_source_config(source_dir, tmp)
         record = {
             "backend": BACKEND,
             "variant": key,
@@ -190,6 +191,18 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
 
 
 MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+
+
+def ship_source_config(source_dir: Path, folder: Path) -> None:
+    """Put the source's ``config.json`` back, byte for byte, over the one optimum wrote.
+
+    optimum saves the config as the installed transformers re-serializes it (transformers 5:
+    ``rope_parameters`` instead of ``rope_scaling``, ``dtype``, defaults added). A consumer on
+    transformers 4.x then reads a LongRoPE model with ``rope_scaling=None``, silently dropping its long
+    factors. The IR does not read config.json at run time; the runtimes (and transformers 5) read the
+    source's as well, so the artifact is validated with exactly the file it ships.
+    """
+    shutil.copyfile(source_dir / "config.json", folder / "config.json")
 
 
 def _require_files(folder: Path, what: str) -> None:
@@ -247,15 +260,16 @@ def bf16_bits_to_f16(bits):
     return src.view(torch.bfloat16).to(torch.float16).numpy()
 
 
-def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None:
+def fp16_from_base(base: Path, dest: Path) -> None:
     """``optimum-cli export openvino --weight-format fp16`` from the base IR instead of a second trace.
 
     optimum-cli loads a bf16 source as fp16 and saves with ``compress_to_fp16``; the base holds the
     bf16 weights. Converting each bf16 constant to f16 with torch's cast (:func:`bf16_bits_to_f16`, the
     cast optimum's fp16 load applies) and saving with ``compress_to_fp16`` gives the same
     ``openvino_model.bin`` byte for byte and the same logits (tests/test_openvino.py). Also as
-    optimum does for unquantized models: the ``KV_CACHE_PRECISION=f16`` runtime option, and
-    ``config.json`` recording the fp16 load.
+    optimum does for unquantized models: the ``KV_CACHE_PRECISION=f16`` runtime option. (optimum also
+    rewrites ``config.json`` to record the fp16 load; the artifact ships the source's, see
+    :func:`ship_source_config`.)
     """
     import numpy as np
     import openvino as ov
@@ -283,13 +297,6 @@ def fp16_from_base(base: Path, dest: Path, model_config: dict[str, Any]) -> None
     log.info("fp16 from the base IR: %d bf16 weight constants converted to f16", len(converted))
     ov.save_model(model, str(dest / "openvino_model.xml"), compress_to_fp16=True)
     del model, converted
-    if _source_dtype(model_config) in ("bfloat16", "float16"):  # optimum loads 16-bit sources as fp16 for an fp16 export
-        cfg_path = dest / "config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        for k in ("dtype", "torch_dtype"):
-            if k in cfg:
-                cfg[k] = "float16"
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _calibration_record(calibration, num_samples: int | None) -> dict[str, Any] | None:

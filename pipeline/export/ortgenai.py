@@ -84,6 +84,8 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
                               fix="see the builder's log above")
         tok = make_tokenizer_portable(tmp, source_dir)
         dropped = make_genai_config_portable(tmp)
+        # the runtime reads genai_config.json; the model's own config ships too, as the source has it
+        shutil.copyfile(source_dir / "config.json", tmp / "config.json")
         record = {
             "backend": BACKEND,
             "variant": key,

@@ -1,17 +1,17 @@
 """The model card (README.md) of a bundle, generated from its manifest only (so it is deterministic).
 
-The front matter is the Hub's model-card metadata: license (the source model's), base_model,
-base_model_relation: quantized, library_name, pipeline_tag and tags. The body says how to load the
-bundle in three lines per runtime, the quantization settings, the validation table, the files,
-minimum runtime versions and known limits.
+The front matter is the Hub's model-card metadata, written with huggingface_hub's ModelCardData:
+license (the source model's), base_model, base_model_relation (quantized builds only), pipeline_tag
+and tags. The body says how to load the bundle with each runtime (every code block runs as printed,
+after its install line, and prints the smoke stage's recorded answer; tests/test_bundle_consumer.py
+runs them), the quantization settings, the validation table, the files, minimum runtime versions and
+known limits.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-
-import yaml
 
 BACKEND_TITLE = {"openvino": "OpenVINO IR", "ortgenai": "ONNX Runtime GenAI", "npu": "Intel NPU Acceleration Library"}
 PROMPT = "What is an AI PC?"
@@ -31,7 +31,20 @@ def _precision(m: dict[str, Any]) -> str:
     return str(p.get("weight_format") or p.get("precision") or p.get("dtype") or "unknown")
 
 
-def front_matter(m: dict[str, Any]) -> dict[str, Any]:
+def _quantized(m: dict[str, Any]) -> bool:
+    return _precision(m) in ("int4", "int8")
+
+
+# library_name must be a key of the Hub's model-libraries list (huggingface.js packages/tasks/src/
+# model-libraries.ts), which holds modeling libraries, not file formats or runtimes: none of OpenVINO,
+# ONNX Runtime GenAI or the NPU library is one, so the cards name their runtime in tags only.
+HUB_LIBRARIES: frozenset[str] = frozenset({"transformers"})
+
+
+def front_matter(m: dict[str, Any]) -> str:
+    """The card's YAML metadata, written by huggingface_hub's ModelCardData."""
+    from huggingface_hub import ModelCardData
+
     src = m["source"]
     backend = m["backend"]
     params = m["quantization"]["params"]
@@ -45,13 +58,20 @@ def front_matter(m: dict[str, Any]) -> dict[str, Any]:
         tags.append({"dml": "directml"}.get(params.get("execution_provider"), str(params.get("execution_provider"))))
     elif backend == "npu":
         tags += ["npu", "intel-npu-acceleration-library"]
-    meta: dict[str, Any] = {"license": src.get("license") or "unknown"}
-    if src.get("base_model"):
-        meta["base_model"] = src["base_model"]
-        meta["base_model_relation"] = "quantized"
-    meta.update(library_name=m["library_name"], pipeline_tag="text-generation",
-                tags=list(dict.fromkeys(t for t in tags if t and t != "None")))
-    return meta
+    extra: dict[str, Any] = {}
+    if src.get("base_model") and _quantized(m):
+        # the Hub infers the relation otherwise; an FP16 format conversion is none of adapter/merge/quantized/finetune
+        extra["base_model_relation"] = "quantized"
+    library = m.get("library_name")
+    data = ModelCardData(
+        license=src.get("license") or "unknown",
+        base_model=src.get("base_model") or None,
+        library_name=library if library in HUB_LIBRARIES else None,
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys(t for t in tags if t and t != "None")),
+        **extra,
+    )
+    return data.to_yaml()
 
 
 def _validated_precision(m: dict[str, Any], device: str) -> str | None:
@@ -62,36 +82,73 @@ def _validated_precision(m: dict[str, Any], device: str) -> str | None:
     return rt.get("INFERENCE_PRECISION_HINT") if rt.get("device", "CPU") == "CPU" else None
 
 
-def _load_snippets(m: dict[str, Any]) -> list[str]:
-    repo = m["repo_id"]
-    params = m["quantization"]["params"]
-    rt = m.get("min_runtime") or {}
+DEFAULT_MESSAGES = [{"role": "user", "content": PROMPT}]
+DEFAULT_MAX_NEW_TOKENS = 48
+LOCAL_COPY = "# a local copy of this bundle instead: path = \"path/to/the/bundle\""
+NPU_LOADER = "aipc_npu_loader.py"  # shipped in NPU-library bundles (envs/npu/aipc_npu/loader.py)
 
+
+def example(m: dict[str, Any]) -> tuple[list[dict[str, str]], int, str | None]:
+    """(chat, max_new_tokens, answer) of the smoke stage's first prompt: what the snippets run and should print."""
+    smoke = (m.get("validation") or {}).get("smoke") or {}
+    ex = smoke.get("example") or {}
+    messages = ex.get("messages") or DEFAULT_MESSAGES
+    return messages, int(smoke.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS), ex.get("text")
+
+
+def install_line(m: dict[str, Any], *packages: str) -> str:
+    """``pip install ...`` of ``packages``, each pinned as the manifest's minimum runtime says."""
+    rt = m.get("min_runtime") or {}
     op = "==" if m.get("runtime_exact") else ">="
 
     def pin(pkg: str) -> str:
-        return f'"{pkg}{op}{rt[pkg]}"' if pkg in rt else pkg
+        if pkg not in rt:
+            return pkg
+        return f'"{pkg}{op}{str(rt[pkg]).split("+")[0]}"'  # a local label (+cpu) is no pip requirement
 
-    out = []
+    return "pip install " + " ".join(pin(p) for p in packages)
+
+
+def _download(repo: str) -> list[str]:
+    return [f'path = hf.snapshot_download("{repo}")  {LOCAL_COPY}']
+
+
+def _load_snippets(m: dict[str, Any]) -> list[str]:
+    """How to load and run the bundle, per runtime: each code block runs as printed (on CPU, as validated)
+    after its install line, and prints the smoke stage's greedy answer to its first prompt."""
+    repo = m["repo_id"]
+    params = m["quantization"]["params"]
+    messages, max_new, answer = example(m)
+    out: list[str] = []
     if m["backend"] == "openvino":
-        device = "NPU" if params.get("target_device") == "npu" else "CPU"
-        precision = _validated_precision(m, device)
+        target = "NPU" if params.get("target_device") == "npu" else None
+        precision = _validated_precision(m, "CPU")
         kw = f', INFERENCE_PRECISION_HINT="{precision}"' if precision else ""
         ov_config = f', ov_config={{"INFERENCE_PRECISION_HINT": "{precision}"}}' if precision else ""
+        device_note = ('  # built for the NPU: LLMPipeline(path, "NPU") on an Intel NPU' if target else
+                       '  # or "GPU" / "NPU" on an Intel GPU / NPU')
+        prompt = messages[-1]["content"] if len(messages) == 1 and messages[0].get("role") == "user" else PROMPT
         out += [
-            f"**OpenVINO GenAI** (`pip install {pin('openvino-genai')} huggingface_hub`):",
+            f"**OpenVINO GenAI** (`{install_line(m, 'openvino-genai', 'huggingface_hub')}`):",
             "```python",
             "import huggingface_hub as hf, openvino_genai as ov_genai",
-            f'pipe = ov_genai.LLMPipeline(hf.snapshot_download("{repo}"), "{device}"{kw})  # or "GPU" / "NPU"',
-            f'print(pipe.generate("{PROMPT}", max_new_tokens=64))',
+            *_download(repo),
+            f'pipe = ov_genai.LLMPipeline(path, "CPU"{kw}){device_note}',
+            f"print(pipe.generate({prompt!r}, max_new_tokens={max_new}, do_sample=False))  # applies the chat template",
             "```",
             "",
-            f"**Optimum Intel** (`pip install {pin('optimum-intel')} {pin('openvino')}`):",
+            f"**Optimum Intel** (`{install_line(m, 'optimum-intel', 'openvino')}`):",
             "```python",
-            "from optimum.intel import OVModelForCausalLM; from transformers import AutoTokenizer",
-            f'model = OVModelForCausalLM.from_pretrained("{repo}"{ov_config})',
-            f'tok = AutoTokenizer.from_pretrained("{repo}")',
-            f'print(tok.decode(model.generate(**tok("{PROMPT}", return_tensors="pt"), max_new_tokens=64)[0]))',
+            "import huggingface_hub as hf",
+            "from optimum.intel import OVModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            *_download(repo),
+            f"model = OVModelForCausalLM.from_pretrained(path{ov_config})",
+            "tok = AutoTokenizer.from_pretrained(path)",
+            f"inputs = tok.apply_chat_template({messages!r}, add_generation_prompt=True, return_dict=True, "
+            "return_tensors=\"pt\")",
+            f"out = model.generate(**inputs, max_new_tokens={max_new}, do_sample=False)",
+            'print(tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
             "```",
         ]
         if precision:
@@ -100,43 +157,55 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
                     "measured at. Without it OpenVINO runs bf16 on CPUs with AVX512-BF16 or AMX and f32 elsewhere, "
                     "so answers can differ from the measured ones; drop it on GPU and NPU, which run f16."]
     elif m["backend"] == "ortgenai":
-        pkg = "onnxruntime-genai-directml" if params.get("execution_provider") == "dml" else "onnxruntime-genai"
+        dml = params.get("execution_provider") == "dml"
         out += [
-            f"**ONNX Runtime GenAI** (`pip install {pin(pkg)} huggingface_hub`"
-            + ("; DirectML runs on Windows" if pkg.endswith("directml") else "") + "):",
+            f"**ONNX Runtime GenAI** (`{install_line(m, 'onnxruntime-genai', 'huggingface_hub')}`"
+            + ("; on Windows with DirectML: `onnxruntime-genai-directml` instead, and without the "
+               "`config.clear_providers()` line" if dml else "") + "):",
             "```python",
             "import huggingface_hub as hf, onnxruntime_genai as og",
-            f'model = og.Model(hf.snapshot_download("{repo}"))',
+            *_download(repo),
+            "config = og.Config(path)",
+            *(["config.clear_providers()  # the CPU provider, as validated (the bundle asks for DirectML)"] if dml else []),
+            "model = og.Model(config)",
             "tokenizer = og.Tokenizer(model)",
-            "```",
-            "Generate (greedy):",
-            "```python",
-            "params = og.GeneratorParams(model); params.set_search_options(max_length=256)",
+            f"ids = tokenizer.encode(tokenizer.apply_chat_template({json.dumps(messages)!r}, add_generation_prompt=True))",
+            "params = og.GeneratorParams(model)",
+            f"params.set_search_options(do_sample=False, max_length=len(ids) + {max_new})",
             "generator = og.Generator(model, params)",
-            f"generator.append_tokens(tokenizer.encode(tokenizer.apply_chat_template("
-            f"'[{{\"role\": \"user\", \"content\": \"{PROMPT}\"}}]', add_generation_prompt=True)))",
-            "while not generator.is_done(): generator.generate_next_token()",
-            "print(tokenizer.decode(generator.get_sequence(0)))",
+            "generator.append_tokens(ids)",
+            "while not generator.is_done():",
+            "    generator.generate_next_token()",
+            "print(tokenizer.decode(generator.get_sequence(0)[len(ids):]))",
             "```",
         ]
-    elif m.get("loader") == "pipeline.export.npu.load_npu_artifact":
+    elif NPU_LOADER in m["files"]:
+        env = m.get("runtime_env") or {}
+        pins = [k for k in sorted(env) if k != "python"]
+        py = ".".join(str(env.get("python", "")).split(".")[:2])
         out += [
-            "**Intel NPU Acceleration Library**, through the aipc repository's loader, which checks every file's "
-            "sha256 and the environment's versions before anything is unpickled (run it in the NPU environment "
-            f"that `envs/npu/setup.sh` builds: {', '.join(f'`{k}=={v}`' for k, v in sorted(rt.items()))}):",
+            f"**Intel NPU Acceleration Library**, Python {py or '3'} "
+            f"(`{install_line({'min_runtime': env, 'runtime_exact': True}, *pins, 'huggingface_hub')}`: "
+            "the versions the pickle was written with, the only ones it loads with). PyPI has a Windows wheel of "
+            "intel-npu-acceleration-library 1.4.0; on Linux pip builds it from the sdist (cmake and a C++ compiler "
+            "needed; the sdist's build accepts only Ubuntu and downloads an OpenVINO toolkit). The bundle's own "
+            f"`{NPU_LOADER}` checks every file's sha256 and these versions before it unpickles `model.pt`:",
             "```python",
-            "import huggingface_hub as hf; from pipeline.export.npu import load_npu_artifact",
-            f'with load_npu_artifact(hf.snapshot_download("{repo}")) as model:',
-            f'    print(model.generate([{{"role": "user", "content": "{PROMPT}"}}], max_new_tokens=64)["text"])',
+            "import sys, huggingface_hub as hf",
+            *_download(repo),
+            "sys.path.insert(0, path)",
+            "from aipc_npu_loader import load",
+            "model = load(path)",
+            f"print(model.generate({messages!r}, max_new_tokens={max_new})[\"text\"])",
             "```",
         ]
     else:
         pickles = m.get("pickle_files") or sorted(m["files"])[:1]
         target = pickles[0] if pickles else "<model file>"
         out += [
-            f"**Intel NPU Acceleration Library** (`pip install {pin('intel-npu-acceleration-library')} "
-            f"{pin('transformers')} {pin('torch')}`). The model is a torch pickle: check every sha256 "
-            "against `manifest.json` before loading it (`aipc verify` does):",
+            f"**Intel NPU Acceleration Library** (`{install_line(m, 'intel-npu-acceleration-library', 'transformers', 'torch')}`). "
+            "The model is a torch pickle: check every sha256 against `manifest.json` before loading it "
+            "(`aipc verify` does):",
             "```python",
             "import hashlib, json, torch, huggingface_hub as hf, intel_npu_acceleration_library  # noqa: F401",
             f'd = hf.snapshot_download("{repo}"); files = json.load(open(f"{{d}}/manifest.json"))["files"]',
@@ -144,6 +213,8 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
             f'model = torch.load(f"{{d}}/{target}", weights_only=False)  # runs pickled code: only after the check',
             "```",
         ]
+    if answer is not None:
+        out += ["", "Each prints the greedy answer the smoke stage recorded (on CPU):", "", "```text", answer, "```"]
     return out
 
 
@@ -180,7 +251,7 @@ def _limits(m: dict[str, Any]) -> list[str]:
     params = m["quantization"]["params"]
     out = []
     if m.get("pickle_files"):
-        how = (f"load it only through `{m['loader']}` (above), which checks it first" if m.get("loader") else
+        how = (f"load it only through `{NPU_LOADER}` (above), which checks it first" if NPU_LOADER in m["files"] else
                "verify its sha256 against `manifest.json` first (the snippet above)")
         out.append(f"**{', '.join(m['pickle_files'])} is a Python (torch) pickle: loading it runs code.** Never "
                    f"`torch.load` it blindly: {how}; `aipc verify {m['repo_id']}` checks a download.")
@@ -229,7 +300,7 @@ def render(m: dict[str, Any]) -> str:
     title = f"{m['model']} — {BACKEND_TITLE.get(m['backend'], m['backend'])} {m['variant']}"
     base = src.get("base_model")
     base_txt = f"[{base}](https://huggingface.co/{base})" if base else "the source checkpoint"
-    lines = ["---", yaml.safe_dump(front_matter(m), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+    lines = ["---", front_matter(m).rstrip(), "---", "",
              f"# {title}", "",
              f"{BACKEND_TITLE.get(m['backend'], m['backend'])} build ({_precision(m)}) of {base_txt} for Intel AI PCs, "
              f"made by the aipc pipeline from `{src['ref']}`.", "",

@@ -118,6 +118,9 @@ def source_facts(params, source_dir: Path) -> dict[str, Any]:
 
 def _smoke_summary(rec: dict[str, Any]) -> dict[str, Any]:
     results = rec.get("results") or []
+    first = results[0] if results else {}
+    example = ({"id": first.get("id"), "messages": first["messages"], "text": first.get("text")}
+               if first.get("messages") else None)  # what the card's snippets run and print
     return {
         "passed": bool(rec.get("passed")),
         "prompts_passed": rec.get("prompts_passed", sum(bool(r.get("passed")) for r in results)),
@@ -125,6 +128,8 @@ def _smoke_summary(rec: dict[str, Any]) -> dict[str, Any]:
         "failed": [{"id": r.get("id"), "failures": r.get("failures", [])} for r in results if not r.get("passed")],
         "notes": sorted({n for r in results for n in (r.get("notes") or []) if isinstance(n, str)}),
         "runtime": {str(k): str(v) for k, v in (rec.get("runtime") or {}).items()},
+        **({"max_new_tokens": rec["max_new_tokens"]} if rec.get("max_new_tokens") else {}),
+        **({"example": example} if example else {}),
     }
 
 
@@ -194,7 +199,7 @@ def min_runtime(backend: str, record: dict[str, Any]) -> tuple[dict[str, str], s
     tied = [k for k in record.get("runtime_must_match") or () if k in runtime]
     if tied:  # the NPU pickle: it loads only where these versions match exactly
         return ({k: runtime[k] for k in tied}, "exact versions: the pickle loads only with these "
-                "(pipeline.export.npu.load_npu_artifact checks them)", True)
+                "(the bundle's aipc_npu_loader.py checks them)", True)
     tc = {**(record.get("toolchain") or {}), **runtime}
     found = {k: tc[k] for k in RUNTIME_PACKAGES.get(backend, ()) if k in tc}
     return found, "the versions it was built and validated with; older ones are untested", False

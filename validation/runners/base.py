@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.errors import ContextTooLong
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,18 @@ class Sampling:
         return self.temperature <= 0.0
 
 
+def check_context(context: int | None, prompt_tokens: int, max_new_tokens: int) -> None:
+    """Refuse, before generating, what does not fit ``context`` tokens (the runtimes either die with a
+    traceback or silently answer garbage past it)."""
+    if context is not None and prompt_tokens + max_new_tokens > context:
+        room = context - prompt_tokens
+        raise ContextTooLong(
+            f"the prompt is {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}: {prompt_tokens + max_new_tokens} "
+            f"tokens, more than the model's context window of {context}",
+            fix=(f"lower max_new_tokens (--max-new-tokens) to at most {room}, or shorten the prompt" if room > 0 else
+                 f"shorten the prompt to fewer than {context} tokens (start a new chat, or trim the input)"))
+
+
 class Runner(abc.ABC):
     """An artifact opened with its backend's own runtime."""
 
@@ -50,6 +65,23 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         """Greedy generation for a chat; the chat template is applied exactly once."""
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context window in tokens: ``max_position_embeddings`` of the config.json the
+        artifact ships (None when it records none)."""
+        if not hasattr(self, "_context_length"):
+            try:
+                cfg = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                cfg = {}
+            n = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+            self._context_length = n if isinstance(n, int) and n > 0 else None
+        return self._context_length
+
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Every backend's one rule: the prompt plus ``max_new_tokens`` must fit the context window."""
+        check_context(self.context_length, prompt_tokens, max_new_tokens)
 
     def runtime_settings(self) -> dict[str, str]:
         """The device and runtime properties the artifact was opened with, as a user would pass

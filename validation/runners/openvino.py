@@ -80,6 +80,7 @@ class OpenVINORunner(Runner):
         import openvino_genai as ov_genai
 
         prompt = self.chat_prompt(messages)
+        self.check_context(len(self.encode(prompt)), max_new_tokens)
         cfg = ov_genai.GenerationConfig()
         cfg.max_new_tokens = max_new_tokens
         cfg.do_sample = False
@@ -112,6 +113,7 @@ class OpenVINORunner(Runner):
         import openvino_genai as ov_genai
 
         prompt = self.chat_prompt(messages)
+        self.check_context(len(self.encode(prompt)), sampling.max_new_tokens)
         cfg = ov_genai.GenerationConfig()
         cfg.max_new_tokens = sampling.max_new_tokens
         cfg.apply_chat_template = False
@@ -151,6 +153,7 @@ class OpenVINORunner(Runner):
     def logits(self, ids):
         import torch
 
+        self.check_context(len(ids), 0)
         x = torch.tensor([list(ids)], dtype=torch.int64)
         if self._model is None:
             from optimum.intel import OVModelForCausalLM

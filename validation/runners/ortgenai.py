@@ -48,6 +48,9 @@ class OrtGenAIRunner(Runner):
                 self.notes.append(f"provider {'/'.join(providers)} not available here: ran on the CPU provider")
                 log.info(self.notes[-1])
         self.providers = providers
+        # the window the runtime enforces (max_length <= context_length): genai_config.json's
+        n = read_json(self.folder / "genai_config.json")["model"].get("context_length")
+        self._context_length = n if isinstance(n, int) and n > 0 else None
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
         self.eos = set(self.tokenizer.eos_token_ids)
@@ -62,6 +65,7 @@ class OrtGenAIRunner(Runner):
         og = self.og
         prompt = self.chat_prompt(messages)
         ids = list(self.tokenizer.encode(prompt))
+        self.check_context(len(ids), sampling.max_new_tokens)
         params = og.GeneratorParams(self.model)
         opts = {"do_sample": not sampling.greedy, "max_length": len(ids) + sampling.max_new_tokens, "batch_size": 1}
         if not sampling.greedy:
@@ -104,8 +108,10 @@ class OrtGenAIRunner(Runner):
         import numpy as np
 
         og = self.og
+        self.check_context(len(ids), 0)
+        fits_one_more = self.context_length is None or len(ids) < self.context_length
         params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(ids) + 1, batch_size=1)
+        params.set_search_options(do_sample=False, max_length=len(ids) + int(fits_one_more), batch_size=1)
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(ids))  # one prompt pass: logits for every position
         out = np.asarray(gen.get_output("logits"), dtype=np.float32)[0]

@@ -31,6 +31,7 @@ class TransformersRunner(Runner):
         torch = self.torch
         prompt = self.chat_prompt(messages)
         ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
+        self.check_context(int(ids["input_ids"].shape[1]), max_new_tokens)
         from transformers.generation.streamers import BaseStreamer
 
         calls: list[float] = []
@@ -56,6 +57,7 @@ class TransformersRunner(Runner):
                           stopped_by=stopped, first_token_s=calls[1] - t0 if len(calls) > 1 else total, total_s=total)
 
     def logits(self, ids):
+        self.check_context(len(ids), 0)
         torch = self.torch
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([list(ids)], dtype=torch.int64))

@@ -26,6 +26,7 @@ EXIT_CODES = {
     "integrity": 6,
     "environment": 7,
     "version_mismatch": 7,
+    "context_length": 2,
 }
 
 # Files of the checkpoint copied next to model.pt (tokenizer, configs, chat template, license).
@@ -40,11 +41,10 @@ COPY_FILES = (
     "chat_template.jinja",
 )
 COPY_PATTERNS = ("LICENSE*", "NOTICE*")
-MODEL_FILE = "model.pt"
 MANIFEST = "aipc_export.json"
-
-# The distributions a pickled model is tied to: it loads only where all three are the same.
-PICKLE_TIED_TO = ("intel-npu-acceleration-library", "torch", "transformers")
+# The model file and the distributions a pickled model is tied to: it loads only where all three are the
+# same (loader.py, the module every NPU bundle ships, is where the checks live).
+from .loader import MODEL_FILE, PICKLE_TIED_TO  # noqa: E402,F401
 VERSION_PACKAGES = (
     "intel-npu-acceleration-library",
     "torch",

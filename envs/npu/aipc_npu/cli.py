@@ -18,7 +18,8 @@ from typing import IO, Any
 
 from . import __version__
 from .artifact import chdir_private, check_platform, manifest_path, versions
-from .errors import NPUError
+from .errors import NPUError, exit_code
+from .loader import LoaderError
 
 
 class _Out:
@@ -131,7 +132,7 @@ def _serve(args, out: _Out) -> int:
             else:
                 raise NPUError("usage", f"unknown op {op!r}")
             out.send({"id": rid, "ok": True, "result": result})
-        except NPUError as err:
+        except LoaderError as err:
             out.send({"id": rid, "ok": False, "error": err.to_json()})
         except Exception as err:  # noqa: BLE001 - report and keep serving
             traceback.print_exc()
@@ -181,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             return _serve(args, out)
         return 0
-    except NPUError as err:
+    except LoaderError as err:
         out.send({"ok": False, "error": err.to_json()})
-        return err.exit_code
+        return exit_code(err)
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         out.send({"ok": False, "error": {"kind": "internal", "message": f"{type(err).__name__}: {err}", "fix": None}})

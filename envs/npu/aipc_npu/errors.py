@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from . import EXIT_CODES
+from .loader import LoaderError
 
 
-class NPUError(Exception):
+class NPUError(LoaderError):
+    """The worker's errors; the loader's own (:class:`LoaderError`) have the same kinds and shape."""
+
     def __init__(self, kind: str, message: str, fix: str | None = None):
         assert kind in EXIT_CODES, kind
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.fix = fix
+        super().__init__(kind, message, fix)
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.kind]
 
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "fix": self.fix}
+def exit_code(err: LoaderError) -> int:
+    return EXIT_CODES.get(err.kind, 1)

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from . import COPY_FILES, COPY_PATTERNS, MODEL_FILE
-from .artifact import (
-    check_versions, expected_hashes, open_verified, read_json, sha256_file, verify_files, versions,
-)
+from . import loader
+from .artifact import versions
+from .loader import check_versions, expected_hashes, read_json, sha256_file, verify_files
 from .errors import NPUError
 from .packing import faster_packing
 
@@ -25,23 +23,11 @@ log = logging.getLogger("aipc_npu")
 DTYPES = ("int4", "int8", "fp16")
 
 
-def _quiet_imports() -> None:
-    # neural-compressor imports pkg_resources (deprecation warning); the library warns when no NPU
-    # is present - we report that ourselves as device / device_fallback.
-    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-    warnings.filterwarnings("ignore", message="NPU is not available.*")
-    warnings.filterwarnings("ignore", message="OpenVINO library is already loaded.*")
-
-
 def _library():
-    _quiet_imports()
     try:
-        import intel_npu_acceleration_library as npu
-        from intel_npu_acceleration_library.backend import npu_available
-    except Exception as err:  # noqa: BLE001 - any import failure means a broken environment
-        raise NPUError("environment", f"intel_npu_acceleration_library does not import in {sys.prefix}: "
-                       f"{type(err).__name__}: {err}", fix="rebuild the NPU environment: bash envs/npu/setup.sh") from err
-    return npu, bool(npu_available())
+        return loader.import_library()
+    except loader.LoaderError as err:
+        raise NPUError("environment", err.message, fix="rebuild the NPU environment: bash envs/npu/setup.sh") from err
 
 
 def peak_rss_mib() -> float | None:
@@ -177,7 +163,8 @@ def compile_checkpoint(src: Path, out: Path, dtype: str) -> dict[str, Any]:
 
 
 class Session:
-    """A compiled artifact loaded for inference (after its sha256 and version checks)."""
+    """A compiled artifact loaded for inference (after its sha256 and version checks), through
+    :mod:`.loader`: the same code an NPU bundle's consumer runs."""
 
     def __init__(self, artifact: Path, manifest: Path, expect: Path | None = None):
         self.artifact = artifact
@@ -188,78 +175,18 @@ class Session:
         table = expected_hashes(read_json(expect) if expect else data, str(expect or manifest))
         # Everything but the pickle first, then the pickle through the file object it loads from.
         verify_files(artifact, table, skip=(MODEL_FILE,))
-        check_versions(data, str(manifest))
-        f = open_verified(artifact / MODEL_FILE, table[MODEL_FILE])
+        check_versions(data.get("runtime") or {}, str(manifest))
         t0 = time.perf_counter()
-        npu, npu_present = _library()
-        import torch
-        from transformers import AutoTokenizer
-
-        with f:
-            self.model = torch.load(f, weights_only=False)  # a pickle: only after the sha256 check above
-        self.model.eval()
+        self.chat = loader.unpickle(artifact, table)
         self.load_s = time.perf_counter() - t0
-        self.tokenizer = AutoTokenizer.from_pretrained(str(artifact))
-        self.info = device_info(npu_present)
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> list[int]:
-        ids = set()
-        gen = self.artifact / "generation_config.json"
-        for source in ([read_json(gen)] if gen.is_file() else []) + [read_json(self.artifact / "config.json")]:
-            v = source.get("eos_token_id")
-            ids.update(v if isinstance(v, list) else [v] if isinstance(v, int) else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        return sorted(ids)
+        self.info = device_info(self.chat.npu_present)
+        self.eos_ids = self.chat.eos_ids
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.chat.chat_prompt(messages)
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, Any]:
-        """Greedy decoding with the KV cache; the chat template applied once, no special tokens added."""
-        import torch
-
-        prompt = self.chat_prompt(messages)
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-        eos = set(self.eos_ids)
-        out_ids: list[int] = []
-        stopped = "max_new_tokens"
-        t0 = time.perf_counter()
-        first = None
-        with torch.no_grad():
-            out = self.model(input_ids=ids, use_cache=True)
-            while True:
-                nxt = int(out.logits[0, -1].argmax())
-                if first is None:
-                    first = time.perf_counter() - t0
-                if nxt in eos:
-                    stopped = "eos"
-                    break
-                out_ids.append(nxt)
-                if len(out_ids) >= max_new_tokens:
-                    break
-                out = self.model(input_ids=torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True)
-        total = time.perf_counter() - t0
-        return {
-            "prompt": prompt,
-            "text": self.tokenizer.decode(out_ids, skip_special_tokens=True),
-            "token_ids": out_ids,
-            "stopped_by": stopped,
-            "first_token_s": first if first is not None else total,
-            "total_s": total,
-            "prompt_tokens": int(ids.shape[1]),
-        }
+        return self.chat.generate(messages, max_new_tokens)
 
     def logits(self, ids: list[int]):
-        """float32 [len(ids), vocab]: row i is the next-token distribution after ids[: i + 1]."""
-        import torch
-
-        if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
-            raise NPUError("usage", "ids must be a non-empty list of token ids")
-        vocab = self.model.config.vocab_size
-        if max(ids) >= vocab:
-            raise NPUError("usage", f"token id {max(ids)} is outside the vocabulary ({vocab})")
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([ids]), use_cache=False)
-        return out.logits[0].float().numpy()
+        return self.chat.logits(ids)
