@@ -30,7 +30,8 @@ _SLUG_RE = r"^[a-z0-9][a-z0-9._-]{0,95}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # strict: no coercion ("0.6" stays text and is refused where a number belongs; an int is still a float)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
 
 
 # --------------------------------------------------------------------------- model source
@@ -730,6 +731,9 @@ def format_validation_error(err: ValidationError, data: Any, origin: str) -> str
         value = e.get("input", _value_at(data, e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         where = f"'{loc}'" if loc else "(top level)"
+        if isinstance(value, str) and typ in ("float_type", "int_type", "bool_type"):
+            # strict types: YAML reads a quoted number as text, which no coercion turns back silently
+            msg += " (a quoted value is text in YAML: write it without quotes)"
         lines.append(f"{origin}: {where} = {value!r}: {msg}")
     return "\n".join(lines)
 

@@ -45,3 +45,60 @@ def disable_telemetry() -> None:
     except ImportError:  # pragma: no cover - telemetry package absent: nothing to disable
         return
     OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+
+
+LOCK = "requirements/lock.txt"  # the main environment's pins, relative to the repository (scripts/setup.sh installs them)
+DRIFT_OVERRIDE = "AIPC_ALLOW_TOOLCHAIN_DRIFT"
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def read_pins(path) -> dict[str, str]:
+    """``{normalized name: version}`` of the ``name==version`` lines of a requirements file."""
+    from pathlib import Path
+
+    pins = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==", 1)
+            pins[_norm(name.split("[", 1)[0])] = version.strip()
+    return pins
+
+
+def drift(pins: dict[str, str], installed: dict[str, str] | None = None) -> list[str]:
+    """``"name: installed X, lock Y"`` for every pinned package installed at another version (or not at all)."""
+    if installed is None:
+        installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    return [f"{name}: installed {installed.get(name, 'nothing')}, pinned {want}"
+            for name, want in sorted(pins.items()) if installed.get(name) != want]
+
+
+def check_toolchain(repo_root=None) -> None:
+    """Refuse to run a stage in an environment that differs from the lock every stage depends on in
+    dvc.yaml: its outputs would be recorded as made by the locked toolchain. ``AIPC_ALLOW_TOOLCHAIN_DRIFT=1``
+    runs anyway (a warning), e.g. to try a new release before locking it."""
+    import logging
+    import os
+    from pathlib import Path
+
+    from .errors import EnvironmentProblem
+
+    root = Path(repo_root) if repo_root else Path(__file__).resolve().parent.parent
+    lock = root / LOCK
+    if not lock.is_file():
+        return  # an installed package without its repository: nothing to compare with
+    bad = drift(read_pins(lock))
+    if not bad:
+        return
+    shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if os.environ.get(DRIFT_OVERRIDE) == "1":
+        logging.getLogger(__name__).warning("the environment differs from %s (%s), running anyway (%s=1)",
+                                            LOCK, shown, DRIFT_OVERRIDE)
+        return
+    raise EnvironmentProblem(
+        f"this environment differs from {LOCK}, which every stage's outputs depend on: {shown}",
+        fix=f"bash scripts/setup.sh reinstalls the locked versions; or, to try another version, update {LOCK} "
+            f"(the stages rerun) or run with {DRIFT_OVERRIDE}=1")

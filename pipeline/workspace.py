@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # copying. The repo's .dvc/config says the same (a test checks). Every writer here replaces files
 # (temp dir + rename) and never writes into an output in place.
 DVC_CACHE_TYPE = "hardlink,copy"
-LINKS = ("dvc.yaml", ".dvcignore", "pipeline", "stages", "validation", "envs", "configs")  # envs/npu: a dep of export-npu; configs: sweep grids
+# envs/npu: the NPU stages' code and pins; configs: sweep grids; requirements: the main toolchain's lock (a dep of every stage)
+LINKS = ("dvc.yaml", ".dvcignore", "pipeline", "stages", "validation", "envs", "configs", "requirements")
 
 
 def merged_params(repo_root: Path, profile: Path | None) -> dict:

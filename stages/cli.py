@@ -33,7 +33,9 @@ class AipcGroup(click.Group):
             if cost_out is None:
                 return super().invoke(ctx)
             from pipeline.cost import measure
+            from pipeline.toolchain import check_toolchain
 
+            check_toolchain()  # a DVC stage: never recorded as made by a toolchain other than the locked one
             with measure(Path(cost_out).stem, Path(cost_out)):
                 return super().invoke(ctx)
         except PipelineError as err:

@@ -66,6 +66,11 @@ def test_embedded_profile_is_valid():
         ("model.repo_id", "not a repo id", ["model.repo_id", "'not a repo id'"]),
         ("model.source", "ftp", ["model", "'ftp'"]),
         ("smoke.max_new_tokens", 0, ["smoke.max_new_tokens"]),
+        # strict types: a quoted number is text in YAML, refused rather than coerced
+        ("openvino.variants.int4.ratio", "0.6", ["openvino.variants.int4.ratio", "'0.6'", "without quotes"]),
+        ("openvino.variants.int4.group_size", "128", ["group_size", "'128'", "valid integer", "without quotes"]),
+        ("openvino.variants.int4.sym", "true", ["openvino.variants.int4.sym", "'true'", "without quotes"]),
+        ("smoke.max_new_tokens", 48.0, ["smoke.max_new_tokens", "48.0", "valid integer"]),
     ],
 )
 def test_bad_values_name_key_value_and_fix(path, value, needles):

@@ -160,3 +160,33 @@ def test_outputs_are_hard_linked_into_the_cache_in_the_repo_and_every_workspace(
     config.write_text(before.replace(f'type = "{DVC_CACHE_TYPE}"', ""))
     create(tmp_path / "ws")
     assert cache_type(config) == DVC_CACHE_TYPE
+
+
+def test_every_stage_depends_on_its_toolchain():
+    """The main lock shapes every stage's outputs (each runs in the main environment); the NPU environment's
+    pins shape the NPU stages' too."""
+    for name, st in STAGES.items():
+        assert "requirements/lock.txt" in st["deps"], name
+        if name.split("@")[0] in ("export-npu", "smoke-npu", "validate-npu"):  # these run in the NPU environment
+            assert any(d in ("envs/npu", "envs/npu/requirements.txt") for d in st["deps"]), name
+
+
+def test_a_drifted_toolchain_is_refused_naming_the_package_and_both_versions(tmp_path, monkeypatch):
+    from pipeline.errors import EnvironmentProblem
+    from pipeline.toolchain import check_toolchain, drift, read_pins
+
+    (tmp_path / "requirements").mkdir()
+    lock = tmp_path / "requirements" / "lock.txt"
+    lock.write_text((ROOT / "requirements/lock.txt").read_text())
+    assert drift(read_pins(lock)) == []  # this environment is the lock's (scripts/setup.sh)
+    check_toolchain(tmp_path)
+    pins = read_pins(lock)
+    assert pins["nncf"] and pins["torch"].startswith("2.13.0")
+    lock.write_text(lock.read_text().replace(f"nncf=={pins['nncf']}", "nncf==9.9.9") + "\n# a comment\n")
+    with pytest.raises(EnvironmentProblem) as e:
+        check_toolchain(tmp_path)
+    assert f"nncf: installed {pins['nncf']}, pinned 9.9.9" in e.value.message and "requirements/lock.txt" in e.value.message
+    assert "scripts/setup.sh" in e.value.fix and "AIPC_ALLOW_TOOLCHAIN_DRIFT=1" in e.value.fix
+    monkeypatch.setenv("AIPC_ALLOW_TOOLCHAIN_DRIFT", "1")
+    check_toolchain(tmp_path)  # a warning, no error
+    assert drift({"not-a-package": "1.0"}, {}) == ["not-a-package: installed nothing, pinned 1.0"]
