@@ -1,4 +1,4 @@
-"""``aipc check``: validate params.yaml (and the downloaded model against it, if present)."""
+"""``aipc check``: validate params.yaml, and the model's config against it as far as it is on disk."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import click
 @click.command("check")
 @click.pass_obj
 def command(obj) -> None:
-    """Validate params.yaml against the schema (instant; loads no model)."""
+    """Validate params.yaml against the schema, and the model's config.json (Phi-3, widths against the
+    group and block sizes) where it can be read without loading weights or the network."""
     from pipeline import paths
-    from pipeline.sources.checkpoint import read_model_config
+    from pipeline.sources import source_config
 
     params = obj.params
-    src = paths.source_dir()
-    if (src / "config.json").is_file():
-        params.check_model(read_model_config(src))
+    config, origin = source_config(params.model, paths.source_dir())
+    if config is not None:
+        params.check_model(config)
     click.echo(f"{obj.params_path}: OK ({params.model.source} model {params.model.name!r}, "
-               f"OpenVINO variants: {', '.join(params.openvino.variants)})")
+               f"OpenVINO variants: {', '.join(params.openvino.variants)}; model config: "
+               f"{'checked, ' + origin if config is not None else 'not checked: ' + origin})")

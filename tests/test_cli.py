@@ -29,6 +29,54 @@ def test_help_and_check_are_fast(args):
     assert elapsed < 2.0, f"{args} took {elapsed:.2f}s"
 
 
+def test_check_reads_the_model_config_it_can_reach_without_loading_weights(tmp_path, tiny_phi3):
+    """A local model that is not Phi-3, or whose widths the group size does not divide, is refused by
+    `aipc check` in under 2 s; a pinned Hub revision already in the Hub cache is checked from there."""
+    import json
+    import shutil
+
+    import yaml
+
+    def params_for(model: dict, group_size: int = 64) -> Path:
+        data = yaml.safe_load((ROOT / "params.yaml").read_text())
+        data["model"] = model
+        data["openvino"]["variants"]["int4"]["group_size"] = group_size
+        p = tmp_path / f"params-{len(list(tmp_path.glob('params-*')))}.yaml"
+        p.write_text(yaml.safe_dump(data))
+        return p
+
+    def check(p: Path, **env):
+        t0 = time.perf_counter()
+        r = run(["--params", str(p), "check"], cwd=tmp_path, env=env)
+        return r, time.perf_counter() - t0
+
+    local = {"name": "tiny", "source": "local", "path": str(tiny_phi3)}
+    r, took = check(params_for(local))
+    assert r.returncode == 0 and "model config: checked" in r.stdout, r.stderr
+    assert took < 2.0, took
+    r, took = check(params_for(local, group_size=128))  # the tiny model's hidden size is 192
+    assert r.returncode == 2 and "group_size = 128" in r.stderr and "192" in r.stderr, r.stderr
+    assert took < 2.0 and "Traceback" not in r.stderr
+    llama = tmp_path / "llama"
+    shutil.copytree(tiny_phi3, llama)
+    cfg = json.loads((llama / "config.json").read_text())
+    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    (llama / "config.json").write_text(json.dumps(cfg))
+    r, took = check(params_for({**local, "path": str(llama)}))
+    assert r.returncode == 3 and "is not a Phi-3 checkpoint" in r.stderr and "'llama'" in r.stderr, r.stderr
+    assert took < 2.0 and "Traceback" not in r.stderr
+    # a Hub source: the cached config.json of the pinned revision (offline)
+    rev = "0" * 40
+    snap = tmp_path / "hf" / "hub" / "models--someone--phi3" / "snapshots" / rev
+    snap.mkdir(parents=True)
+    shutil.copyfile(tiny_phi3 / "config.json", snap / "config.json")
+    hub = {"name": "x", "source": "hub", "repo_id": "someone/phi3", "revision": rev}
+    r, _ = check(params_for(hub, group_size=128), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    assert r.returncode == 2 and "group_size = 128" in r.stderr, r.stderr
+    r, _ = check(params_for({**hub, "repo_id": "someone/other"}), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    assert r.returncode == 0 and "not downloaded yet" in r.stdout, r.stderr
+
+
 def test_heavy_libraries_not_imported_for_help():
     code = ("import sys; from stages.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"

@@ -47,6 +47,39 @@ def materialize(model: ModelSource, out_dir: Path) -> dict:
     return record
 
 
+def source_config(model: ModelSource, downloaded: Path | None = None) -> tuple[dict | None, str]:
+    """The model's config.json as far as it can be read without the network or loading weights, and where
+    it came from: the download stage's output if there is one, a local source's folder (the whole
+    checkpoint checked: Phi-3 config, safetensors headers, tokenizer), the Hub cache for a pinned Hub
+    revision, the embedded model's known shapes. ``(None, why)`` when nothing is on disk yet."""
+    from .checkpoint import read_model_config
+
+    if downloaded is not None and (downloaded / "config.json").is_file():
+        return read_model_config(downloaded), str(downloaded / "config.json")
+    if isinstance(model, LocalSource):
+        folder = Path(model.path).expanduser()
+        if not folder.is_dir():
+            from ..errors import SourceError
+
+            raise SourceError(f"params.yaml: model.path = {model.path!r}: not a directory",
+                              fix="point model.path at a folder holding a Phi-3 checkpoint")
+        return check_checkpoint(folder), str(folder / "config.json")
+    if isinstance(model, HubSource):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover
+            return None, "huggingface_hub not installed"
+        cached = try_to_load_from_cache(model.repo_id, "config.json", revision=model.revision)
+        if isinstance(cached, str):
+            from .checkpoint import check_phi3_config
+
+            cfg = check_phi3_config(read_model_config(Path(cached).parent),
+                                    f"{model.repo_id}@{model.revision} config.json (Hub cache)")
+            return cfg, f"the Hub cache ({model.repo_id}@{model.revision})"
+        return None, f"{model.repo_id}@{model.revision} is not downloaded yet (`aipc download` checks it)"
+    return None, "the embedded model (its shapes are checked with params.yaml)"
+
+
 def _read_provenance(path: Path) -> dict:
     from ..fsutil import read_json
 

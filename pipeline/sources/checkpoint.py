@@ -50,16 +50,20 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise SourceError(f"{path}: {err}", fix="delete it and download again") from None
 
 
-def check_checkpoint(folder: Path) -> dict[str, Any]:
-    """Raise :class:`SourceError` unless ``folder`` holds a Phi-3 safetensors checkpoint."""
-    config = read_model_config(folder)
+def check_phi3_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Raise :class:`SourceError` unless ``config`` (a config.json, read from ``where``) is a Phi-3 model's."""
     archs = config.get("architectures") or []
     if config.get("model_type") not in SUPPORTED_MODEL_TYPES or not set(archs) & set(SUPPORTED_ARCHITECTURES):
         raise SourceError(
-            f"{folder / 'config.json'}: model_type {config.get('model_type')!r}, architectures {archs!r} "
-            "is not a Phi-3 checkpoint",
+            f"{where}: model_type {config.get('model_type')!r}, architectures {archs!r} is not a Phi-3 checkpoint",
             fix="point model.repo_id / model.path at a Phi-3 family model (model_type phi3, Phi3ForCausalLM)",
         )
+    return config
+
+
+def check_checkpoint(folder: Path) -> dict[str, Any]:
+    """Raise :class:`SourceError` unless ``folder`` holds a Phi-3 safetensors checkpoint."""
+    config = check_phi3_config(read_model_config(folder), str(folder / "config.json"))
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
