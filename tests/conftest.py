@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,12 +61,64 @@ def conversions_lock(config: pytest.Config):
     return _CONVERSIONS.setdefault(path, FileLock(path))
 
 
+def _wanted(config: pytest.Config) -> Path:
+    return shared_run_dir(config) / "conversions.wanted"
+
+
+def _someone_waits(config: pytest.Config) -> bool:
+    """Whether a live process of this run asked for the conversions lock (:func:`conversions_turn`)."""
+    import os
+
+    try:
+        pid = int(_wanted(config).read_text() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def conversions_turn(config: pytest.Config):
+    """The conversions lock for a one-off build (the end-to-end workspace), ahead of the next ``models``
+    test: a file lock is not fair, and the models worker takes it again a moment after each test, so a
+    waiter says so (``conversions.wanted``) and the models worker lets it go first."""
+    import os
+
+    from filelock import Timeout
+
+    lock = conversions_lock(config)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:  # held by the models worker
+        wanted = _wanted(config)
+        wanted.write_text(str(os.getpid()))
+        try:
+            lock.acquire()
+        finally:
+            wanted.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """A ``models`` test holds the conversions lock from its setup (module fixtures that convert included)
-    to its teardown."""
+    to its teardown; it lets a waiting one-off build go first."""
     if item.stash.get(GROUP, None) != "models":
         return (yield)
+    import time
+
+    while _someone_waits(item.config):
+        time.sleep(0.2)
     with conversions_lock(item.config):
         return (yield)
 
@@ -208,7 +261,7 @@ def repro_workspace(request: pytest.FixtureRequest, embedded_dir: Path):
     # the embedded model's cache root stays the shared one (HOME changes), so it is not rebuilt
     env = venv_env(HOME=str(base / "home"), HF_HOME=str(base / "hf"), AIPC_CACHE_DIR=str(embedded_dir.parent.parent))
     ws = base / "ws"
-    with conversions_lock(request.config):
+    with conversions_turn(request.config):
         if not done.is_file():
             shutil.rmtree(base, ignore_errors=True)
             (base / "home").mkdir(parents=True)
