@@ -53,6 +53,7 @@ def measure(stage: str, out: Path | None) -> Iterator[None]:
     yield
     if out is None:
         return
+    record_imports(stage)
     c1 = os.times()
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, _remote["maxrss_kib"])
@@ -69,6 +70,35 @@ def measure(stage: str, out: Path | None) -> Iterator[None]:
         # forked from this repro's warm worker (pipeline.worker): the toolchain's import is not in wall_s
         "process": "worker-fork" if os.environ.get("AIPC_WORKER_CHILD") else "fresh",
     })
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMPORTS_DIR = Path(".dvc") / "tmp" / "aipc-imports"  # per stage, in the workspace (not an output)
+
+
+def project_modules() -> list[str]:
+    """The repository's source files this process has imported (as paths relative to the repository):
+    what a stage's code really is, for the check that dvc.yaml lists it (tests/test_dvc_yaml.py)."""
+    import sys
+
+    out = set()
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if not f:
+            continue
+        try:
+            rel = Path(f).resolve().relative_to(REPO_ROOT)
+        except ValueError:
+            continue
+        if rel.parts[0] not in (".venv", ".venv-npu", "tests"):
+            out.add(rel.as_posix())
+    return sorted(out)
+
+
+def record_imports(stage: str) -> None:
+    """Write :func:`project_modules` to ``.dvc/tmp/aipc-imports/<stage>.json`` when run in a DVC project."""
+    if Path(".dvc").is_dir():
+        write_json(IMPORTS_DIR / f"{stage}.json", {"stage": stage, "modules": project_modules()})
 
 
 def collect(metrics_dir: Path) -> list[dict[str, Any]]:

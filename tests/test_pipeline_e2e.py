@@ -15,6 +15,7 @@ import yaml
 pytestmark = pytest.mark.slow
 
 DVC = str(Path(sys.executable).parent / "dvc")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 ARTIFACTS = {"openvino": ("int4", "fp16", "npu-int4"), "ortgenai": ("dml-int4", "dml-fp16", "cpu-int4"),
@@ -282,3 +283,81 @@ def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
     rep = subprocess.run([str(Path(sys.executable).parent / "aipc"), "report", "--no-plots"], cwd=ws, env=env,
                          capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0 and "per-stage cost" in rep.stdout and "export-openvino-int4" in rep.stdout, rep.stdout
+
+
+def _stage_deps(ws: Path) -> dict[str, tuple[str, list[str]]]:
+    """{stage name: (its cost-metrics stem, its deps as written in dvc.yaml)}, resolved by DVC itself."""
+    from dvc.repo import Repo
+
+    out = {}
+    with Repo(str(ws)) as repo:
+        for stage in repo.index.stages:
+            stem = re.search(r"--cost-metrics metrics/cost/(\S+)\.json", stage.cmd)[1]
+            out[stage.addressing] = (stem, [d.def_path for d in stage.deps])
+    return out
+
+
+def test_every_stage_lists_the_code_it_imported(repro_workspace):
+    """Each stage process recorded the repository modules it had imported when it finished
+    (pipeline.cost.record_imports); dvc.yaml lists every one of them (the file or a folder holding it),
+    so an edit of any of them makes the stage stale."""
+    ws, r, _ = repro_workspace
+    assert r.returncode == 0
+    missing = {}
+    stages = _stage_deps(ws)
+    assert len(stages) > 20
+    for name, (stem, deps) in stages.items():
+        rec = json.loads((ws / ".dvc" / "tmp" / "aipc-imports" / f"{stem}.json").read_text())
+        assert rec["modules"] and all((ROOT / m).is_file() for m in rec["modules"]), name
+        gaps = [m for m in rec["modules"] if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
+        if gaps:
+            missing[name] = gaps
+    assert not missing, "dvc.yaml misses modules its stages import:\n" + "\n".join(
+        f"  {k}: {', '.join(v)}" for k, v in sorted(missing.items()))
+
+
+def _own_copy(ws: Path, name: str) -> Path:
+    """Replace the linked copy's symlink ``name`` (into the repository) by a real copy of its target."""
+    import shutil
+
+    link = ws / name
+    target = link.resolve()
+    link.unlink()
+    (shutil.copytree if target.is_dir() else shutil.copyfile)(target, link)
+    return link
+
+
+def _stale(ws: Path, env) -> set[str]:
+    r = dvc(ws, env, "status", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return set(json.loads(r.stdout or "{}"))
+
+
+@pytest.mark.converts  # `dvc status` in a copy: hashes its copied files
+def test_a_changed_pin_or_module_makes_exactly_the_stages_that_use_it_stale(repro_workspace, tmp_path):
+    ws, r, env = repro_workspace
+    assert r.returncode == 0
+    copy = linked_copy(ws, tmp_path / "ws")
+    assert _stale(copy, env) == set()
+    stages = _stage_deps(copy)
+    # a pin of the main lock: every stage (each runs in the main environment)
+    lock = _own_copy(copy, "requirements") / "lock.txt"
+    text = lock.read_text()
+    lock.write_text(re.sub(r"^nncf==\S+$", "nncf==0.0.1", text, flags=re.M))
+    assert _stale(copy, env) == set(stages)
+    lock.write_text(text)
+    # a pin of the NPU environment: the stages that run in it
+    pins = _own_copy(copy, "envs") / "npu" / "requirements.txt"
+    npu_text = pins.read_text()
+    pins.write_text(re.sub(r"^transformers==\S+$", "transformers==4.0.0", npu_text, flags=re.M))
+    assert _stale(copy, env) == {"export-npu@int8", "smoke-npu@int8", "validate-npu@int8"}
+    pins.write_text(npu_text)
+    # a module: exactly the stages that imported it
+    recorded = {name: json.loads((ws / ".dvc/tmp/aipc-imports" / f"{stem}.json").read_text())["modules"]
+                for name, (stem, _) in stages.items()}
+    module = "pipeline/export/ortgenai.py"
+    users = {name for name, mods in recorded.items() if module in mods}
+    assert users and users != set(stages)
+    code = _own_copy(copy, "pipeline") / "export" / "ortgenai.py"
+    code.write_text(code.read_text() + "\n# an edit\n")
+    assert _stale(copy, env) == users
