@@ -62,7 +62,7 @@ def snippets(card: str) -> dict[str, tuple[str, str]]:
 
 
 def printed_answer(card: str) -> str:
-    m = re.search(r"Each prints the greedy answer the smoke stage recorded \(on CPU\):\n\n```text\n(.*?)\n```", card, re.S)
+    m = re.search(r"Output: the greedy answer the smoke stage recorded \(on CPU\):\n\n```text\n(.*?)\n```", card, re.S)
     assert m, "the card does not show the expected answer"
     return m[1]
 

@@ -208,7 +208,8 @@ def test_card_front_matter_and_sections(built):
                    'ov_genai.LLMPipeline(path, "CPU", INFERENCE_PRECISION_HINT="f32")',
                    "print(pipe.generate('What is the capital of France?', max_new_tokens=48, do_sample=False))",
                    'OVModelForCausalLM.from_pretrained(path, ov_config={"INFERENCE_PRECISION_HINT": "f32"})',
-                   "Each prints the greedy answer the smoke stage recorded (on CPU):\n\n```text\nParis.\n```",
+                   "Output: the greedy answer the smoke stage recorded (on CPU):\n\n```text\nParis.\n```",
+                   "apply_chat_template([{'role': 'user', 'content': 'What is the capital of France?'}], ",
                    "the CPU precision the validation below was measured at", "| group_size | 64 |",
                    "min_top1_agreement", "| smoke generation", "## Known limits", "## Minimum runtime versions",
                    f"{SOURCE_REPO}@{SOURCE_COMMIT}", "`NOTICE.md`"):

@@ -92,7 +92,8 @@ def example(m: dict[str, Any]) -> tuple[list[dict[str, str]], int, str | None]:
     """(chat, max_new_tokens, answer) of the smoke stage's first prompt: what the snippets run and should print."""
     smoke = (m.get("validation") or {}).get("smoke") or {}
     ex = smoke.get("example") or {}
-    messages = ex.get("messages") or DEFAULT_MESSAGES
+    # role first, as people write a chat (the manifest stores keys sorted)
+    messages = [{"role": m["role"], "content": m["content"]} for m in (ex.get("messages") or DEFAULT_MESSAGES)]
     return messages, int(smoke.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS), ex.get("text")
 
 
@@ -214,7 +215,7 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
             "```",
         ]
     if answer is not None:
-        out += ["", "Each prints the greedy answer the smoke stage recorded (on CPU):", "", "```text", answer, "```"]
+        out += ["", "Output: the greedy answer the smoke stage recorded (on CPU):", "", "```text", answer, "```"]
     return out
 
 
