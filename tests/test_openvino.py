@@ -114,6 +114,9 @@ def test_variant_from_the_base_equals_optimum_cli(exports, key):
     files = sorted(p.name for p in theirs.iterdir() if p.is_file())
     assert sorted(p.name for p in mine.iterdir() if p.name != "aipc_export.json") == files
     for name in files:
+        if name == "config.json":  # ours ships the source's byte for byte; optimum-cli writes transformers 5's rewrite
+            assert (mine / name).read_bytes() == (tmp / "src" / name).read_bytes()
+            continue
         if name == "openvino_model.xml" and key == "fp16":
             continue  # compress_to_fp16 marks a few more shape constants "keep f32": compared by logits below
         if name.endswith(".xml"):

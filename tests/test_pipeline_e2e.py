@@ -293,7 +293,7 @@ def _stage_deps(ws: Path) -> dict[str, tuple[str, list[str]]]:
     with Repo(str(ws)) as repo:
         for stage in repo.index.stages:
             stem = re.search(r"--cost-metrics metrics/cost/(\S+)\.json", stage.cmd)[1]
-            out[stage.addressing] = (stem, [d.def_path for d in stage.deps])
+            out[stage.name] = (stem, [d.def_path for d in stage.deps])
     return out
 
 
