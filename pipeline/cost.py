@@ -78,7 +78,7 @@ IMPORTS_DIR = Path(".dvc") / "tmp" / "aipc-imports"  # per stage, in the workspa
 
 def project_modules() -> list[str]:
     """The repository's source files this process has imported (as paths relative to the repository):
-    what a stage's code really is, for the check that dvc.yaml lists it (tests/test_dvc_yaml.py)."""
+    what a stage's code really is, for the check that dvc.yaml lists it (tests/test_pipeline_e2e.py)."""
     import sys
 
     out = set()
