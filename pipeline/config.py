@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -492,10 +492,40 @@ def _each_once(v: list[str]) -> list[str]:
     return v
 
 
+USER_TEXTS_DIR = "texts"  # a user's own texts: a folder of the project / workspace, a dvc.yaml dep
+
+
+def text_label(entry: str) -> str:
+    """How records name a text: a shipped text by its name, a user's file by its stem."""
+    return entry if "/" not in entry else PurePosixPath(entry).stem
+
+
+def _text_entries(section: str, shipped: tuple[str, ...]):
+    def check(v: list[str]) -> list[str]:
+        for entry in v:
+            if entry in shipped:
+                continue
+            p = PurePosixPath(entry)
+            if p.is_absolute() or ".." in p.parts or p.parts[0] != USER_TEXTS_DIR or len(p.parts) < 2 \
+                    or p.suffix != ".txt":
+                raise ValueError(
+                    f"{entry!r} is neither a shipped text ({', '.join(shipped)}) nor a .txt file under {USER_TEXTS_DIR}/ "
+                    f"(e.g. {USER_TEXTS_DIR}/my-docs.txt, relative to the folder dvc runs in: DVC tracks that folder); "
+                    f"copy your file there and name it so")
+        labels = [text_label(e) for e in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two texts have the same name {sorted({x for x in labels if labels.count(x) > 1})} "
+                             "(a file is named by its stem in the records); rename one")
+        return v
+
+    return field_validator("texts")(classmethod(lambda cls, v: check(v)))
+
+
 class ValidationSection(_Strict):
     """The accuracy protocol (fixed, documented) and the gates."""
 
-    texts: list[Literal["python_docs", "gpl3"]] = Field(min_length=1)
+    texts: list[str] = Field(min_length=1, description=(
+        f"shipped texts ({', '.join(EVAL_TEXTS)}) and/or your own .txt files under {USER_TEXTS_DIR}/"))
     window: int = Field(default=256, ge=16, le=4096, description="tokens per evaluation window")
     windows_per_text: int = Field(default=2, ge=1, le=64, description="non-overlapping windows from the start")
     topk: int = Field(default=32, ge=1, le=4096, description="reference log-probs kept per position for KL")
@@ -509,6 +539,7 @@ class ValidationSection(_Strict):
     gates: GatesSection
 
     _unique = field_validator("texts")(classmethod(lambda cls, v: _each_once(v)))
+    _texts = _text_entries("validation", EVAL_TEXTS)
 
     def gates_for(self, backend: str, variant: str) -> dict[str, Any]:
         merged = self.gates.default.model_dump()
@@ -530,13 +561,15 @@ class CalibrationSection(_Strict):
     which share no 8-word sequence with the evaluation texts (tests/test_calibration.py).
     """
 
-    texts: list[Literal["apache2", "python_topics"]] = Field(min_length=1)
+    texts: list[str] = Field(min_length=1, description=(
+        f"shipped texts ({', '.join(CALIBRATION_TEXTS)}) and/or your own .txt files under {USER_TEXTS_DIR}/"))
     seq_len: int = Field(default=128, ge=16, le=4096, description="tokens per calibration window")
     num_samples: int = Field(default=64, ge=1, le=1024, description="windows built (round-robin over the texts)")
     template: Literal["plain", "chat"] = Field(
         default="plain", description="plain text windows, or each chunk as a user turn in the model's chat template")
 
     _unique = field_validator("texts")(classmethod(lambda cls, v: _each_once(v)))
+    _texts = _text_entries("calibration", CALIBRATION_TEXTS)
 
 
 # --------------------------------------------------------------------------- smoke

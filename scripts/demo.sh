@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: set up, then run the whole pipeline (`dvc repro` of the real dvc.yaml) on the
-# embedded model, offline, in the workspace demo/ (the release params.yaml is not touched).
+# embedded model, offline, in the workspace demo/ (the release params.yaml is not touched). demo/ is a
+# git repository of its own: the result is committed there, so `dvc exp run -S ...` then `dvc exp show`,
+# `dvc params diff` and `dvc metrics diff` compare an experiment with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +11,4 @@ aipc workspace init demo --profile configs/embedded.yaml
 cd demo
 if [ -x /usr/bin/time ]; then /usr/bin/time -v dvc repro "$@"; else dvc repro "$@"; fi
 aipc report
+aipc workspace commit . -m "dvc repro: the embedded model (scripts/demo.sh)"

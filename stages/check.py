@@ -8,8 +8,9 @@ import click
 @click.command("check")
 @click.pass_obj
 def command(obj) -> None:
-    """Validate params.yaml against the schema, and the model's config.json (Phi-3, widths against the
-    group and block sizes) where it can be read without loading weights or the network."""
+    """Validate params.yaml against the schema, the model's config.json (Phi-3, widths against the
+    group and block sizes) where it can be read without loading weights or the network, and that every
+    evaluation and calibration text named exists."""
     from pipeline import paths
     from pipeline.sources import source_config
 
@@ -17,6 +18,11 @@ def command(obj) -> None:
     config, origin = source_config(params.model, paths.source_dir())
     if config is not None:
         params.check_model(config)
+    from validation.texts import text_path
+
+    for section in ("validation", "calibration"):  # every text named exists (user texts: under texts/)
+        for entry in getattr(getattr(params, section, None), "texts", None) or []:
+            text_path(section, entry)
     click.echo(f"{obj.params_path}: OK ({params.model.source} model {params.model.name!r}, "
                f"OpenVINO variants: {', '.join(params.openvino.variants)}; model config: "
                f"{'checked, ' + origin if config is not None else 'not checked: ' + origin})")

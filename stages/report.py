@@ -8,16 +8,23 @@ import click
 
 
 @click.command("report")
-@click.option("--plots/--no-plots", default=True, help="Also write metrics/plots/accuracy.{json,png}.")
-def command(plots: bool) -> None:
+@click.option("--plots/--no-plots", default=True, help="Also draw metrics/plots/accuracy.png.")
+@click.option("--dvc", "dvc_stage", is_flag=True,
+              help="Write only what the `report` stage of dvc.yaml outputs: metrics/accuracy/ (what `dvc metrics "
+                   "show` prints) and metrics/plots/{accuracy,gates,cost}.json (what `dvc plots show` renders).")
+def command(plots: bool, dvc_stage: bool) -> None:
     """Print the accuracy table of every validated artifact."""
     from pipeline import paths
     from pipeline.errors import SourceError
-    from validation.report import collect, table, write_plots
+    from validation.report import collect, table, write_dvc_outputs, write_plots
 
     rows = collect(paths.METRICS)
     if not rows:
         raise SourceError(f"{paths.METRICS / 'validate'}: no validation metrics", fix="run `dvc repro` first")
+    if dvc_stage:
+        for out in write_dvc_outputs(Path(paths.METRICS)):
+            click.echo(f"wrote {out}")
+        return
     click.echo(table(rows))
     from pipeline.cost import collect as collect_costs
     from validation.report import cost_table

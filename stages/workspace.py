@@ -22,3 +22,15 @@ def init(dest: Path, profile: Path | None) -> None:
 
     workspace.create(dest, profile)
     click.echo(f"workspace: {dest} (run: cd {dest} && dvc repro)")
+
+
+@command.command("commit")
+@click.argument("dest", type=click.Path(path_type=Path, exists=True, file_okay=False), default=".")
+@click.option("-m", "--message", default="dvc repro", show_default=True, help="The commit message.")
+def commit(dest: Path, message: str) -> None:
+    """Commit the workspace's params, dvc.lock and metrics (the baseline `dvc exp show`, `dvc params diff`
+    and `dvc metrics diff` compare with); the same as `git add -A && git commit` where git knows who you are."""
+    from pipeline import workspace
+
+    rev = workspace.commit(dest, message)
+    click.echo(f"committed {rev[:7]} in {dest}" if rev else f"nothing to commit in {dest}")

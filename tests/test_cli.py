@@ -75,6 +75,18 @@ def test_check_reads_the_model_config_it_can_reach_without_loading_weights(tmp_p
     assert r.returncode == 2 and "group_size = 128" in r.stderr, r.stderr
     r, _ = check(params_for({**hub, "repo_id": "someone/other"}), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
     assert r.returncode == 0 and "not downloaded yet" in r.stdout, r.stderr
+    # a user's evaluation text that is not there (paths are relative to the folder dvc runs in)
+    p = params_for(local)
+    data = yaml.safe_load(p.read_text())
+    data["validation"]["texts"] = ["python_docs", "texts/ours.txt"]
+    p.write_text(yaml.safe_dump(data))
+    r, took = check(p)
+    assert r.returncode == 2 and "validation.texts: texts/ours.txt: no such file" in r.stderr, r.stderr
+    assert "under texts/" in r.stderr and "Traceback" not in r.stderr and took < 2.0
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "ours.txt").write_text("our text")
+    r, _ = check(p)
+    assert r.returncode == 0, r.stderr
 
 
 def test_heavy_libraries_not_imported_for_help():

@@ -164,3 +164,29 @@ def test_openvino_cpu_precision_is_pinned_to_f32_unless_left_to_openvino():
     with pytest.raises(ConfigError) as err:
         parse_params(with_("openvino.runtime.inference_precision", "fp32"))
     assert "inference_precision" in str(err.value)
+
+
+@pytest.mark.parametrize("entry, needles", [
+    ("/home/me/docs.txt", ["validation.texts", "/home/me/docs.txt", "under texts/"]),
+    ("../docs.txt", ["validation.texts", "../docs.txt", "under texts/"]),
+    ("docs.txt", ["validation.texts", "'docs.txt'", "shipped text (python_docs, gpl3)"]),
+    ("texts/docs.md", ["validation.texts", "texts/docs.md", ".txt file"]),
+    ("python_doc", ["validation.texts", "'python_doc'", "python_docs"]),
+])
+def test_user_texts_are_txt_files_under_texts(entry, needles):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(with_("validation.texts", ["gpl3", entry]))
+    for n in needles:
+        assert n in str(exc.value), (n, str(exc.value))
+
+
+def test_user_texts_next_to_the_shipped_ones():
+    from pipeline.config import text_label
+
+    p = parse_params(with_("validation.texts", ["python_docs", "texts/our-docs.txt", "texts/eval/more.txt"]))
+    assert [text_label(t) for t in p.validation.texts] == ["python_docs", "our-docs", "more"]
+    p = parse_params(with_("calibration.texts", ["texts/our-prompts.txt"]))
+    assert p.calibration.texts == ["texts/our-prompts.txt"]
+    with pytest.raises(ConfigError) as exc:  # records name a file by its stem: two stems alike would collide
+        parse_params(with_("validation.texts", ["texts/a/docs.txt", "texts/b/docs.txt"]))
+    assert "same name" in str(exc.value) and "docs" in str(exc.value)

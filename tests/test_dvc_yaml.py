@@ -3,6 +3,8 @@ every variant has its stages, metrics are not cached, and each stage command exi
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,11 +91,15 @@ def test_metrics_are_not_cached_and_outs_under_artifacts():
             assert opts == {"cache": False}, name
             assert path.startswith("metrics/")
         for o in st.get("outs", []):
-            if isinstance(o, dict):  # only intermediates skip the cache, and only those
+            if isinstance(o, dict):  # only the intermediate IR and the smoke/validate records skip the cache
                 (path, opts), = o.items()
-                assert path == "artifacts/openvino-base" and opts == {"cache": False}, (name, o)
+                assert opts == {"cache": False}, (name, o)
+                assert path == "artifacts/openvino-base" or re.fullmatch(r"metrics/(smoke|validate)/[\w-]+\.json", path), (name, o)
         for path in out_paths(st):
-            assert path.startswith("artifacts/"), name
+            assert path.startswith(("artifacts/", "metrics/smoke/", "metrics/validate/")), name
+        for p in st.get("plots", []):
+            (path, opts), = p.items()
+            assert path.startswith("metrics/plots/") and opts["cache"] is False, (name, p)
 
 
 def test_deps_exist_or_are_produced():
@@ -101,7 +107,9 @@ def test_deps_exist_or_are_produced():
     produced |= {next(iter(m)) for st in STAGES.values() for m in st.get("metrics", [])}
     for name, st in STAGES.items():
         for d in st.get("deps", []):
-            assert d in produced or (ROOT / d).exists(), f"{name}: dep {d} neither in the repo nor produced"
+            # a folder of other stages' outputs (the report stage reads metrics/validate/, metrics/cost/)
+            folder = any(p.startswith(d.rstrip("/") + "/") for p in produced)
+            assert d in produced or folder or (ROOT / d).exists(), f"{name}: dep {d} neither in the repo nor produced"
 
 
 def test_stage_commands_are_aipc_commands():
@@ -129,10 +137,12 @@ def test_every_stage_records_its_cost_as_an_uncached_metric():
     import re
 
     for name, st in STAGES.items():
-        m = re.match(r"^aipc --cost-metrics (metrics/cost/\S+\.json) ", st["cmd"])
+        m = re.match(r"^aipc --cost-metrics (metrics/\S+\.json) ", st["cmd"])
         assert m, f"{name}: cmd must start with `aipc --cost-metrics metrics/cost/<stage>.json`"
         assert {m.group(1): {"cache": False}} in st.get("metrics", []), name
-        assert m.group(1) == f"metrics/cost/{name.replace('@', '-')}.json", name
+        # the report stage reads metrics/cost/ whole, so its own record sits beside it
+        want = "metrics/report-cost.json" if name == "report" else f"metrics/cost/{name.replace('@', '-')}.json"
+        assert m.group(1) == want, name
 
 
 def test_outputs_are_hard_linked_into_the_cache_in_the_repo_and_every_workspace(tmp_path):
@@ -190,3 +200,88 @@ def test_a_drifted_toolchain_is_refused_naming_the_package_and_both_versions(tmp
     monkeypatch.setenv("AIPC_ALLOW_TOOLCHAIN_DRIFT", "1")
     check_toolchain(tmp_path)  # a warning, no error
     assert drift({"not-a-package": "1.0"}, {}) == ["not-a-package: installed nothing, pinned 1.0"]
+
+
+def _dvc(ws: Path, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=ws, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_workspace_is_a_git_repository_where_dvc_diffs_params(tmp_path, monkeypatch):
+    """`aipc workspace init` makes a git repository of its own: its first commit holds params.yaml, a copy of
+    dvc.yaml (a real file: DVC's git mode refuses a symlinked one) and DVC's config; the links into the
+    checkout are ignored by git. `dvc params diff` then works (it stops at `Only supported for Git
+    repositories` in a no-scm workspace), a second init commits nothing."""
+    from scmrepo.git import Git
+
+    from pipeline.workspace import create
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no git identity configured: it still commits
+    ws = create(tmp_path / "ws", ROOT / "configs" / "embedded.yaml")
+    assert not (ws / "dvc.yaml").is_symlink() and (ws / "dvc.yaml").read_bytes() == (ROOT / "dvc.yaml").read_bytes()
+    assert (ws / "pipeline").is_symlink()
+    # the user's own evaluation/calibration texts live in the workspace (a dep of reference and calibration)
+    assert (ws / "texts").is_dir() and not (ws / "texts").is_symlink() and (ws / "texts" / "README.md").is_file()
+    with Git(str(ws)) as scm:
+        head = scm.get_rev()
+        tracked = set(scm.get_fs(head).find("/"))
+    assert {"params.yaml", "dvc.yaml", ".dvc/config", ".gitignore", "texts/README.md"} <= {t.lstrip("/") for t in tracked}
+    assert not any(t.lstrip("/").startswith(("pipeline", "stages", "validation")) for t in tracked)
+    assert create(ws, ROOT / "configs" / "embedded.yaml") == ws
+    with Git(str(ws)) as scm:
+        assert scm.get_rev() == head
+        staged, unstaged, untracked = scm.status()
+        assert not any(staged.values()) and not unstaged and not untracked, (staged, unstaged, untracked)
+
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["openvino"]["variants"]["int4"]["ratio"] = 0.8
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    r = _dvc(ws, "params", "diff", "--json")
+    assert r.returncode == 0, r.stderr
+    diff = json.loads(r.stdout)["params.yaml"]
+    assert diff["openvino.variants.int4.ratio"]["new"] == 0.8, diff
+    assert diff["openvino.variants.int4.ratio"]["old"] != 0.8
+
+
+def test_a_workspace_edit_of_dvc_yaml_never_reaches_the_checkout(tmp_path, monkeypatch):
+    """The workspace's dvc.yaml is its own: an edit stays there; init refuses to drop an uncommitted edit
+    (naming the file and both ways out), and brings the checkout's version over a committed one."""
+    from pipeline.errors import ConfigError
+    from pipeline.workspace import commit, create
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    checkout = (ROOT / "dvc.yaml").read_bytes()
+    ws = create(tmp_path / "ws")
+    (ws / "dvc.yaml").write_text("# mine\n" + (ws / "dvc.yaml").read_text())
+    assert (ROOT / "dvc.yaml").read_bytes() == checkout
+    with pytest.raises(ConfigError) as e:
+        create(ws)
+    assert "dvc.yaml" in str(e.value) and "git commit" in e.value.fix and "git checkout" in e.value.fix
+    assert commit(ws, "my dvc.yaml") is not None
+    assert commit(ws, "again") is None  # nothing changed
+    create(ws)
+    assert (ws / "dvc.yaml").read_bytes() == checkout
+
+
+def test_a_workspace_from_before_git_becomes_one(tmp_path, monkeypatch):
+    """A no-scm workspace with a symlinked dvc.yaml (how workspaces were made before) is upgraded in place by
+    init: a git repository, a real dvc.yaml, DVC's no_scm switched off."""
+    import os
+
+    from dvc.repo import Repo
+
+    from pipeline.workspace import create
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ws = tmp_path / "old"
+    ws.mkdir()
+    (ws / "dvc.yaml").symlink_to(os.path.relpath(ROOT / "dvc.yaml", ws))
+    Repo.init(str(ws), no_scm=True).close()
+    create(ws)
+    assert (ws / ".git").is_dir() and not (ws / "dvc.yaml").is_symlink()
+    assert "no_scm" not in (ws / ".dvc" / "config").read_text()
+    r = _dvc(ws, "params", "diff")
+    assert r.returncode == 0, r.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,9 @@ def family_params(model_dir: Path, name: str) -> dict:
         data["openvino"]["variants"]["int4"].pop(k, None)
     data["ortgenai"]["variants"].pop("dml-int4")
     data["validation"]["windows_per_text"] = 1
+    # a user's own evaluation text (texts/own.txt, written by the test: the shipped GPL-3 text under another
+    # name, so the protocol measures what it did with the shipped pair)
+    data["validation"]["texts"] = ["python_docs", "texts/own.txt"]
     data["smoke"]["max_new_tokens"] = 16
     # random weights: INT4 gets loose bounds (a scrambled export still fails them), FP16 the release's
     data["validation"]["gates"] = {
@@ -114,7 +118,7 @@ def test_member_through_every_stage(name, tmp_path, embedded_dir, monkeypatch, n
     from pipeline import paths
     from pipeline.config import parse_params
     from pipeline.errors import EnvironmentProblem
-    from pipeline.fsutil import read_json
+    from pipeline.fsutil import read_json, sha256_file
     from pipeline.package import build_bundle
     from pipeline.sources import materialize
     from validation.reference import build_reference
@@ -125,7 +129,9 @@ def test_member_through_every_stage(name, tmp_path, embedded_dir, monkeypatch, n
     written = json.loads((model_dir / "config.json").read_text())
     assert written.get("rope_scaling") == real_config(name).get("rope_scaling")  # as the Hub ships it
     ws = tmp_path / "ws"
-    ws.mkdir()
+    (ws / "texts").mkdir(parents=True)
+    own = ws / "texts" / "own.txt"
+    shutil.copyfile(ROOT / "validation" / "data" / "eval" / "gpl3.txt", own)
     monkeypatch.chdir(ws)
     params = parse_params(family_params(model_dir, name))
     (ws / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
@@ -163,6 +169,9 @@ def test_member_through_every_stage(name, tmp_path, embedded_dir, monkeypatch, n
         folder = ws / "artifacts" / "bundles" / f"{backend}-{variant}"
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["validation"], (backend, variant)
+        # the user's text validated, and the bundle says which file, byte for byte
+        assert val["texts"]["own"] == {"file": "texts/own.txt", "sha256": sha256_file(own)}, val["texts"]
+        assert sha256_file(own) in json.dumps(manifest["validation"]), (backend, variant)
         # the source's config.json byte for byte (a LongRoPE rope_scaling as the Hub ships it), in every bundle
         assert (folder / "config.json").read_bytes() == (model_dir / "config.json").read_bytes(), (backend, variant)
     longrope = "long_factor" in (real_config(name).get("rope_scaling") or {})

@@ -33,8 +33,8 @@ def ran_stages(output: str) -> list[str]:
 def test_full_repro_builds_and_smokes_every_artifact(repro_workspace):
     ws, r, _ = repro_workspace
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    expected = {"download"} | {f"{s}-{b}@{v}" for s in ("export", "smoke")
-                                for b, vs in ARTIFACTS.items() for v in vs}
+    expected = {"download", "report"} | {f"{s}-{b}@{v}" for s in ("export", "smoke")
+                                          for b, vs in ARTIFACTS.items() for v in vs}
     assert expected <= set(ran_stages(r.stdout + r.stderr))
     for backend, variant in [(b, v) for b, vs in ARTIFACTS.items() for v in vs]:
         m = json.loads((ws / "metrics" / "smoke" / f"{backend}-{variant}.json").read_text())
@@ -168,7 +168,8 @@ def test_release_params_untouched_and_workspace_params_valid(repro_workspace):
     root = Path(__file__).resolve().parent.parent
     assert "microsoft/Phi-3-mini-4k-instruct" in (root / "params.yaml").read_text()
     assert load_params(ws / "params.yaml").model.source == "embedded"
-    assert (ws / "dvc.yaml").resolve() == (root / "dvc.yaml").resolve()
+    # the workspace's own copy (a git repository of its own: DVC's git mode refuses a symlinked dvc.yaml)
+    assert not (ws / "dvc.yaml").is_symlink() and (ws / "dvc.yaml").read_bytes() == (root / "dvc.yaml").read_bytes()
 
 
 def linked_copy(ws: Path, dest: Path) -> Path:
@@ -196,7 +197,12 @@ def linked_copy(ws: Path, dest: Path) -> Path:
 
 
 @pytest.mark.converts
-def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspace, tmp_path):
+def test_second_repro_is_a_noop_then_an_experiment_reruns_only_int4(repro_workspace, tmp_path):
+    """A second `dvc repro` does nothing; `dvc exp run -S` of one INT4 setting (in the workspace, a git
+    repository of its own) reruns only that variant's chain, and DVC's git-based views show it against the
+    committed baseline: `dvc exp show`, `dvc params diff`, `dvc metrics diff`, `dvc plots diff`."""
+    from pipeline.workspace import commit
+
     ws, _, env = repro_workspace
     import time
 
@@ -206,24 +212,63 @@ def test_second_repro_is_a_noop_then_ratio_change_reruns_only_int4(repro_workspa
     assert ran_stages(r.stdout + r.stderr) == []
     assert "Data and pipelines are up to date" in r.stdout
     noop_s = time.perf_counter() - t0
-    # 1.4-1.7 s measured (README); the issue's 3 s, with room for a CI runner's load
+    # 1.4-1.7 s measured (docs/benchmarks.md); the issue's 3 s, with room for a CI runner's load
     assert noop_s < 6, f"no-op repro took {noop_s:.1f}s"
 
     # the change in a private copy (the other tests read the shared workspace as built, in any order); its
     # copied files are hashed once more, so it is not timed
     ws = linked_copy(ws, tmp_path / "ws")
+    assert commit(ws, "baseline: dvc repro") is not None  # dvc.lock and the metrics, as scripts/demo.sh does
     before = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["openvino"]["variants"]["int4"]["ratio"] = 0.9
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    r = dvc(ws, env, "repro")
+    base_ratio = yaml.safe_load((ws / "params.yaml").read_text())["openvino"]["variants"]["int4"]["ratio"]
+    assert base_ratio != 0.9
+    r = dvc(ws, env, "exp", "run", "-n", "ratio-0.9", "-S", "openvino.variants.int4.ratio=0.9")
     assert r.returncode == 0, r.stderr[-3000:]
-    # only the int4 chain: export, its smoke run, its validation and its bundle
-    assert sorted(ran_stages(r.stdout + r.stderr)) == ["bundle-openvino@int4", "export-openvino@int4",
+    # only the int4 chain (export, its smoke run, its validation, its bundle) and the report over all
+    assert sorted(ran_stages(r.stdout + r.stderr)) == ["bundle-openvino@int4", "export-openvino@int4", "report",
                                                        "smoke-openvino@int4", "validate-openvino@int4"]
     after = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
     assert after["nncf"]["ratio"] == "0.9"
     assert after["weight_share_by_type"]["i4"] > before["weight_share_by_type"]["i4"]
+
+    shown = dvc(ws, env, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    exps = [e for base in json.loads(shown.stdout) for group in base.get("experiments") or []
+            for e in group["revs"] if e.get("name") == "ratio-0.9"]
+    assert exps, shown.stdout[:2000]
+    params = exps[0]["data"]["params"]["params.yaml"]["data"]
+    assert params["openvino"]["variants"]["int4"]["ratio"] == 0.9
+    diff = json.loads(dvc(ws, env, "params", "diff", "--json").stdout)["params.yaml"]
+    assert diff["openvino.variants.int4.ratio"] == {"old": base_ratio, "new": 0.9}, diff
+    mdiff = dvc(ws, env, "metrics", "diff", "--json")
+    assert mdiff.returncode == 0, mdiff.stderr[-2000:]
+    changed = json.loads(mdiff.stdout)
+    assert "metrics/accuracy/openvino-int4.json" in changed, sorted(changed)
+    assert "metrics/accuracy/openvino-fp16.json" not in changed  # fp16 did not rerun
+    pdiff = dvc(ws, env, "plots", "diff", "--json")
+    assert pdiff.returncode == 0, pdiff.stderr[-2000:]
+    plots = json.loads(pdiff.stdout)
+    assert not plots.get("errors"), plots["errors"]
+    assert {"metrics/plots/accuracy.json", "metrics/plots/gates.json", "metrics/plots/cost.json"} <= set(plots["data"])
+    revs = plots["data"]["metrics/plots/gates.json"][0]["revisions"]
+    assert "workspace" in revs and len(revs) == 2, revs  # the experiment against the committed baseline
+
+
+def test_dvc_metrics_show_is_small_tables_without_warnings(repro_workspace):
+    """`dvc metrics show` after a fresh repro: no warning (no metric is declared that only `aipc bench` writes),
+    and lines a terminal can show: the accuracy table is one small file per artifact."""
+    ws, r, env = repro_workspace
+    assert r.returncode == 0
+    shown = dvc(ws, env, "metrics", "show")
+    assert shown.returncode == 0 and "WARNING" not in shown.stderr + shown.stdout, shown.stderr
+    acc = dvc(ws, env, "metrics", "show", "metrics/accuracy")
+    lines = acc.stdout.strip().splitlines()
+    assert len(lines) == 1 + sum(len(v) for v in ARTIFACTS.values()), acc.stdout
+    assert max(map(len, lines)) < 160, acc.stdout
+    assert "worst_ppl_ratio" in lines[0] and "metrics/accuracy/openvino-int4.json" in acc.stdout
+    # everything at once: accuracy and cost columns only (it was 53 columns with the full validate records)
+    header = shown.stdout.strip().splitlines()[0].split()
+    assert len(header) <= 20, header
 
 
 def test_npu_ready_ir_is_symmetric_channelwise_and_blob_step_says_why_skipped(repro_workspace):
@@ -255,8 +300,8 @@ def test_bench_writes_ratios_metrics_and_chart(repro_workspace):
     base = rec["artifacts"]["transformers-fp32"]["results"]
     assert base[1]["first_token_s"] > base[0]["first_token_s"]
     assert (ws / "metrics" / "plots" / "bench.png").stat().st_size > 10_000
-    shown = dvc(ws, env, "metrics", "show", "--json")
-    assert "bench.json" in shown.stdout, shown.stdout + shown.stderr
+    shown = dvc(ws, env, "metrics", "show", "--json", "metrics/bench.json")
+    assert "first_token" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):

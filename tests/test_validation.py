@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from validation import gates
 
 AIPC = str(Path(sys.executable).parent / "aipc")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gates_evaluate_and_describe():
@@ -76,7 +78,9 @@ def test_gate_keys_must_name_artifacts():
 def test_evaluation_texts_are_shipped_and_long_enough(embedded_dir):
     from transformers import AutoTokenizer
 
-    from validation.reference import EVAL_DIR
+    from validation.texts import SHIPPED
+
+    EVAL_DIR = SHIPPED["validation"]
 
     tok = AutoTokenizer.from_pretrained(embedded_dir)
     for name in ("python_docs", "gpl3"):
@@ -220,3 +224,94 @@ def test_fp16_near_identical_int4_bounded(repro_workspace):
     table = subprocess.run([AIPC, "report"], cwd=ws, capture_output=True, text=True)
     assert table.returncode == 0 and "openvino-int4" in table.stdout
     assert (ws / "metrics/plots/accuracy.png").stat().st_size > 10_000
+
+
+def test_report_stage_writes_small_metrics_and_gate_plots(tmp_path):
+    """`aipc report --dvc` (the report stage): one small metrics file per artifact (what `dvc metrics show
+    metrics/accuracy` prints, a handful of columns, not the 40 of a full validate record), and plot data of
+    each numeric gate as the share of its allowed distance from ideal that the artifact uses."""
+    from validation.report import SUMMARY, write_dvc_outputs
+
+    m = tmp_path / "metrics"
+    (m / "validate").mkdir(parents=True)
+    (m / "cost").mkdir()
+    rec = {"passed": False,
+           "accuracy": {"worst_ppl_ratio": 1.2, "top1_agreement": 0.8, "kl_mean": 0.25, "kl_p99": 1.0,
+                        "texts": {"a": {"perplexity": 12.0, "reference_perplexity": 10.0}}},
+           "tokenizer_parity": {"encode_agreement": 1.0}, "smoke": {"prefix_agreement": 0.5},
+           "gates": [{"gate": "max_ppl_ratio", "metric": "accuracy.worst_ppl_ratio", "op": "<=", "threshold": 1.5,
+                      "value": 1.2, "passed": True},
+                     {"gate": "min_top1_agreement", "metric": "accuracy.top1_agreement", "op": ">=",
+                      "threshold": 0.9, "value": 0.8, "passed": False},
+                     {"gate": "max_kl_mean", "metric": "accuracy.kl_mean", "op": "<=", "threshold": 0.5,
+                      "value": 0.25, "passed": True},
+                     {"gate": "tokenizer_roundtrip_exact", "metric": "tokenizer_parity.roundtrip_exact", "op": ">=",
+                      "threshold": 1.0, "value": 1.0, "passed": True},
+                     {"gate": "smoke_must_pass", "metric": "smoke.passed", "op": "==", "threshold": True,
+                      "value": True, "passed": True}]}
+    (m / "validate" / "openvino-int4.json").write_text(json.dumps(rec))
+    (m / "cost" / "export-openvino-int4.json").write_text(json.dumps(
+        {"stage": "export-openvino@int4", "wall_s": 12.5, "cpu_s": 20.0, "peak_rss_mib": 900.0,
+         "peak_rss_children_mib": 0.0, "process": "worker-fork"}))
+    write_dvc_outputs(m)
+    small = json.loads((m / "accuracy" / "openvino-int4.json").read_text())
+    assert set(small) <= set(SUMMARY) and len(small) <= 8
+    assert small["passed"] is False and small["worst_ppl_ratio"] == 1.2 and small["prefix"] == 0.5
+    gates = {g["gate"]: g for g in json.loads((m / "plots" / "gates.json").read_text())}
+    assert gates["max_ppl_ratio"]["share_of_limit"] == pytest.approx(0.4)  # 0.2 of the 0.5 allowed above 1
+    assert gates["min_top1_agreement"]["share_of_limit"] == pytest.approx(2.0)  # 0.2 lost, 0.1 allowed: fails
+    assert gates["max_kl_mean"]["share_of_limit"] == pytest.approx(0.5)  # 0.25 of 0.5 above 0
+    assert gates["tokenizer_roundtrip_exact"]["share_of_limit"] == 0.0  # at its ideal: uses nothing
+    assert "smoke_must_pass" not in gates  # yes/no: in the table, not a bar
+    assert gates["max_ppl_ratio"]["artifact_gate"] == "openvino-int4 max_ppl_ratio"
+    cost = json.loads((m / "plots" / "cost.json").read_text())
+    assert cost == [{"stage": "export-openvino@int4", "wall_s": 12.5, "cpu_s": 20.0, "peak_rss_mib": 900.0}]
+    acc = json.loads((m / "plots" / "accuracy.json").read_text())
+    assert acc[0]["artifact"] == "openvino-int4" and acc[0]["worst_ppl_ratio"] == 1.2
+
+
+def test_a_users_own_texts_feed_evaluation_and_calibration(embedded_dir, tmp_path, monkeypatch):
+    """validation.texts / calibration.texts may name the user's files under texts/: their windows are cut
+    like the shipped ones, the records name the file and its sha256, and a text too short for the protocol,
+    a missing one or one that is not UTF-8 is one clear error naming the key, the file and the fix."""
+    from transformers import AutoTokenizer
+
+    from pipeline.config import CalibrationSection, parse_params
+    from pipeline.errors import ConfigError
+    from pipeline.fsutil import sha256_file
+    from validation.calibration import calibration_windows
+    from validation.reference import eval_windows
+    from validation.texts import text_record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts").mkdir()
+    own = tmp_path / "texts" / "own.txt"
+    shipped = (Path(__file__).resolve().parent.parent / "validation/data/eval/gpl3.txt").read_text()
+    own.write_text(shipped[20000:40000])
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["validation"]["texts"] = ["python_docs", "texts/own.txt"]
+    params = parse_params(data)
+    wins = eval_windows(tok, params)
+    assert set(wins) == {"python_docs", "own"} and wins["own"].shape == wins["python_docs"].shape
+    assert wins["own"][0, :8].tolist() == tok.encode(own.read_text(), add_special_tokens=False)[:8]
+    assert text_record("validation", "texts/own.txt") == {"file": "texts/own.txt", "sha256": sha256_file(own)}
+    assert text_record("validation", "gpl3")["file"] == "validation/data/eval/gpl3.txt"
+    cal = CalibrationSection(texts=["texts/own.txt"], seq_len=64, num_samples=8)
+    assert calibration_windows(tok, cal).shape == (8, 64)
+
+    (tmp_path / "texts" / "short.txt").write_text("Too short to hold two windows.")
+    data["validation"]["texts"] = ["texts/short.txt"]
+    with pytest.raises(ConfigError) as e:
+        eval_windows(tok, parse_params(data))
+    assert "validation.texts: texts/short.txt" in str(e.value) and "too short" in str(e.value)
+    assert "256 x 2 = 512 tokens" in str(e.value) and "longer text" in e.value.fix
+    data["validation"]["texts"] = ["texts/missing.txt"]
+    with pytest.raises(ConfigError) as e:
+        eval_windows(tok, parse_params(data))
+    assert "texts/missing.txt: no such file" in str(e.value) and "python_docs" in e.value.fix
+    (tmp_path / "texts" / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 500)
+    data["validation"]["texts"] = ["texts/latin1.txt"]
+    with pytest.raises(ConfigError) as e:
+        eval_windows(tok, parse_params(data))
+    assert "not UTF-8" in str(e.value)

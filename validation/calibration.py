@@ -17,17 +17,19 @@ import numpy as np
 
 from pipeline.config import CalibrationSection, Params
 from pipeline.errors import ConfigError
-from pipeline.fsutil import atomic_dir, read_json, sha256_file, write_json
+from pipeline.fsutil import atomic_dir, read_json, write_json
+
+from .texts import read_text, text_label, text_record
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_DIR = Path(__file__).parent / "data" / "calibration"
 WINDOWS_NPY = "windows.npy"
 CALIBRATION_JSON = "calibration.json"
 
 
-def calibration_text(name: str) -> str:
-    return (CALIBRATION_DIR / f"{name}.txt").read_text(encoding="utf-8")
+def calibration_text(entry: str) -> str:
+    """One entry of calibration.texts: a shipped text's name or a user's file (validation/texts.py)."""
+    return read_text("calibration", entry)
 
 
 def calibration_windows(tokenizer, cal: CalibrationSection) -> np.ndarray:
@@ -54,7 +56,8 @@ def calibration_windows(tokenizer, cal: CalibrationSection) -> np.ndarray:
         raise ConfigError(
             f"params.yaml: calibration.num_samples = {cal.num_samples}, but the texts {', '.join(cal.texts)} give "
             f"only {len(out)} windows of {cal.seq_len} tokens",
-            fix="lower calibration.num_samples or calibration.seq_len, or add a text")
+            fix="lower calibration.num_samples or calibration.seq_len, or add a text (a shipped one, or your own "
+                ".txt file under texts/)")
     return np.asarray(out, dtype=np.int64)
 
 
@@ -70,8 +73,7 @@ def build_calibration(params: Params, source_dir: Path, out_dir: Path) -> dict[s
     windows = calibration_windows(tok, cal)
     meta = {
         "params": cal.model_dump(mode="json"),
-        "texts": {n: {"file": f"validation/data/calibration/{n}.txt",
-                      "sha256": sha256_file(CALIBRATION_DIR / f"{n}.txt")} for n in cal.texts},
+        "texts": {text_label(n): text_record("calibration", n) for n in cal.texts},
         "shape": list(windows.shape),
         "tokens": int(windows.size),
     }

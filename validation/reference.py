@@ -15,19 +15,20 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.errors import ConfigError
-from pipeline.fsutil import atomic_dir, read_json, sha256_file, write_json
+from pipeline.fsutil import atomic_dir, read_json, write_json
 
 from .accuracy import WindowReference, reference_from_logits
+from .texts import read_text, text_label, text_record
 
 log = logging.getLogger(__name__)
 
-EVAL_DIR = Path(__file__).parent / "data" / "eval"
 REFERENCE_NPZ = "reference.npz"
 REFERENCE_JSON = "reference.json"
 
 
-def eval_text(name: str) -> str:
-    return (EVAL_DIR / f"{name}.txt").read_text(encoding="utf-8")
+def eval_text(entry: str) -> str:
+    """One entry of validation.texts: a shipped text's name or a user's file (validation/texts.py)."""
+    return read_text("validation", entry)
 
 
 def eval_windows(tokenizer, params: Params) -> dict[str, np.ndarray]:
@@ -35,14 +36,17 @@ def eval_windows(tokenizer, params: Params) -> dict[str, np.ndarray]:
     v = params.validation
     need = v.window * v.windows_per_text
     out = {}
-    for name in v.texts:
-        ids = tokenizer.encode(eval_text(name), add_special_tokens=False)
+    for entry in v.texts:
+        ids = tokenizer.encode(eval_text(entry), add_special_tokens=False)
         if len(ids) < need:
             raise ConfigError(
-                f"params.yaml: validation.window x windows_per_text = {need} tokens, but {name} has {len(ids)}",
-                fix="lower validation.window or validation.windows_per_text",
+                f"params.yaml: validation.texts: {entry} is {len(ids)} tokens long with this model's tokenizer, too "
+                f"short for the protocol: validation.window x windows_per_text = {v.window} x {v.windows_per_text} "
+                f"= {need} tokens from its start",
+                fix=f"give a longer text (about {need * 5} characters of prose), or lower validation.window or "
+                    "validation.windows_per_text (for every text)",
             )
-        out[name] = np.asarray(ids[:need], dtype=np.int32).reshape(v.windows_per_text, v.window)
+        out[text_label(entry)] = np.asarray(ids[:need], dtype=np.int32).reshape(v.windows_per_text, v.window)
     return out
 
 
@@ -93,6 +97,7 @@ def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str
     meta: dict[str, Any] = {"protocol": v.model_dump(mode="json", exclude={"gates"}), "texts": {}, "generations": {}}
     with atomic_dir(out_dir) as tmp, TransformersRunner(source_dir, v.reference_dtype) as runner:
         windows = eval_windows(runner.tok, params)
+        files = {text_label(e): text_record("validation", e) for e in v.texts}
         for name, wins in windows.items():
             nll = []
             for w, ids in enumerate(tqdm(wins, desc=f"reference {name}", leave=False)):
@@ -101,8 +106,7 @@ def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str
                     arrays[f"{name}/{w}/{field}"] = getattr(ref, field)
                 nll.append(-ref.target_logprob.astype(np.float64))
             ppl = float(np.exp(np.concatenate(nll).mean()))
-            meta["texts"][name] = {"windows": len(wins), "perplexity": ppl,
-                                   "sha256": sha256_file(EVAL_DIR / f"{name}.txt")}
+            meta["texts"][name] = {"windows": len(wins), "perplexity": ppl, **files[name]}
             log.info("reference perplexity on %s: %.3f", name, ppl)
         long = long_window_ids(runner.tok, params, source_dir)
         if long is not None:

@@ -1,4 +1,10 @@
-"""Summary across artifacts: a table (``aipc report``), DVC plot data and a PNG chart."""
+"""Summary across artifacts: a table (``aipc report``), DVC plot data and a PNG chart.
+
+The ``report`` stage of dvc.yaml (``aipc report --dvc``) writes what DVC shows of a run:
+``metrics/accuracy/<artifact>.json`` (a few numbers per artifact: `dvc metrics show metrics/accuracy` is the
+accuracy table; the full records stay in metrics/validate/ and metrics/smoke/) and the plot data
+``metrics/plots/{accuracy,gates,cost}.json`` that `dvc plots show` / `dvc plots diff` render.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,60 @@ def collect(metrics_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# the compact per-artifact metric: what `dvc metrics show` prints, one row per artifact
+SUMMARY = ("passed", "worst_ppl_ratio", "top1_agreement", "kl_mean", "kl_p99", "tokenizer", "prefix")
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(row[k], 4) if isinstance(row[k], float) else row[k]) for k in SUMMARY if row[k] is not None}
+
+
+def _ideal(gate: dict[str, Any]) -> float:
+    """The value a perfect artifact would have for a gate's metric: 1 for agreements (``>=`` gates) and
+    ratios to the reference, 0 for divergences."""
+    return 1.0 if gate["op"] == ">=" or gate["metric"].endswith("ratio") else 0.0
+
+
+def gate_use(metrics_dir: Path) -> list[dict[str, Any]]:
+    """Each numeric gate of each artifact as the share of its allowed distance from ideal that the
+    artifact uses: |value - ideal| / |threshold - ideal| (<= 1 passes; a gate at its ideal allows nothing,
+    so any distance there is 'inf' and a fail). Yes/no gates (smoke passed, chat template equal) are left
+    out: they are in the table."""
+    out = []
+    for f in sorted((Path(metrics_dir) / "validate").glob("*.json")):
+        for g in json.loads(f.read_text()).get("gates", []):
+            if isinstance(g["value"], bool) or not isinstance(g["value"], (int, float)):
+                continue
+            ideal = _ideal(g)
+            room, used = abs(g["threshold"] - ideal), abs(g["value"] - ideal)
+            share = used / room if room else (0.0 if used == 0 else float("inf"))
+            out.append({"artifact_gate": f"{f.stem} {g['gate']}", "artifact": f.stem, "gate": g["gate"],
+                        "share_of_limit": round(min(share, 10.0), 4), "value": g["value"],
+                        "threshold": g["threshold"], "passed": g["passed"]})
+    return out
+
+
+def write_dvc_outputs(metrics_dir: Path) -> list[Path]:
+    """The ``report`` stage's outputs: metrics/accuracy/<artifact>.json and metrics/plots/{accuracy,gates,
+    cost}.json (each folder written whole, then renamed into place)."""
+    from pipeline.cost import collect as collect_costs
+    from pipeline.fsutil import atomic_dir
+
+    metrics_dir = Path(metrics_dir)
+    rows = collect(metrics_dir)
+    with atomic_dir(metrics_dir / "accuracy") as tmp:
+        for r in rows:
+            write_json(tmp / f"{r['artifact']}.json", summary(r))
+    plots = metrics_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    write_json(plots / "accuracy.json", [{k: r[k] for k in COLUMNS if k != "passed"} for r in rows])
+    write_json(plots / "gates.json", gate_use(metrics_dir))
+    write_json(plots / "cost.json", [{"stage": c["stage"], "wall_s": c["wall_s"], "cpu_s": c["cpu_s"],
+                                      "peak_rss_mib": c["peak_rss_mib"]}
+                                     for c in sorted(collect_costs(metrics_dir), key=lambda c: c["stage"])])
+    return [metrics_dir / "accuracy", plots / "accuracy.json", plots / "gates.json", plots / "cost.json"]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     def cell(v):
         if isinstance(v, bool) or v is None:
@@ -61,14 +121,13 @@ def cost_table(costs: list[dict[str, Any]]) -> str:
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> Path:
-    """metrics/plots/accuracy.json (DVC plots) and metrics/plots/accuracy.png."""
+    """metrics/plots/accuracy.png (the DVC plot data beside it is the report stage's: write_dvc_outputs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "accuracy.json", [{k: r[k] for k in COLUMNS if k != "passed"} for r in rows])
     names = [r["artifact"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(rows) + 2.2), sharey=True)
     for ax, key, label, good in ((axes[0], "worst_ppl_ratio", "perplexity / reference (worst text)", 1.0),

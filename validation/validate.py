@@ -52,7 +52,10 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
     meta, windows = load_reference(reference_dir)
     source_tok = AutoTokenizer.from_pretrained(source_dir)
     record: dict[str, Any] = {"backend": backend, "variant": variant, "artifact": str(folder),
-                              "protocol": meta["protocol"]}
+                              "protocol": meta["protocol"],
+                              # the evaluation texts (file, sha256) the reference was computed on
+                              "texts": {k: {f: t[f] for f in ("file", "sha256") if f in t}
+                                        for k, t in meta["texts"].items()}}
     thresholds = params.validation.gates_for(backend, variant)
     # the long window costs one long forward pass: scored where a gate reads it (FP16 artifacts by default)
     long_ref = load_long_window(reference_dir, meta) if any(

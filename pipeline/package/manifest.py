@@ -134,7 +134,7 @@ def _smoke_summary(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate_summary(rec: dict[str, Any]) -> dict[str, Any]:
-    keep = ("passed", "gates", "accuracy", "tokenizer_parity", "smoke")
+    keep = ("passed", "gates", "accuracy", "tokenizer_parity", "smoke", "texts")
     out = {k: rec[k] for k in keep if k in rec}
     out["passed"] = bool(rec.get("passed"))
     return out
