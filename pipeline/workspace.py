@@ -41,7 +41,10 @@ LINKS = ("pipeline", "stages", "validation", "envs", "configs", "requirements")
 # The links are left out of git (the workspace's .gitignore): git would record a path into this machine's
 # checkout, and DVC reads code only from the working tree. Experiments therefore run in the workspace
 # (`dvc exp run`), not in DVC's temporary copies (--temp, --queue).
-GITIGNORE_HEAD = "# links into the checkout (aipc workspace init); DVC adds its outputs below\n"
+# artifacts/ as in the checkout: DVC's cache holds the outputs, and the one it does not cache (the
+# intermediate IR, artifacts/openvino-base: GBs for Phi-3) must not end up in git either.
+GITIGNORE = (*LINKS, "artifacts")
+GITIGNORE_HEAD = "# links into the checkout and the artifacts (aipc workspace init); DVC adds its outputs below\n"
 
 
 def merged_params(repo_root: Path, profile: Path | None) -> dict:
@@ -136,7 +139,7 @@ def create(dest: Path, profile: Path | None = None, repo_root: Path = REPO_ROOT)
                     conf["core"].pop("no_scm", None)  # a workspace from before: now a git repository
         finally:
             repo.close()
-        _ignore_links(dest)
+        _write_gitignore(dest)
         commit(dest, "aipc workspace init" + (f" --profile {Path(profile).name}" if profile else ""), scm=scm)
     finally:
         scm.close()
@@ -144,13 +147,13 @@ def create(dest: Path, profile: Path | None = None, repo_root: Path = REPO_ROOT)
     return dest
 
 
-def _ignore_links(dest: Path) -> None:
+def _write_gitignore(dest: Path) -> None:
     gi = dest / ".gitignore"
     text = gi.read_text(encoding="utf-8") if gi.exists() else ""
     lines = set(text.splitlines())
-    missing = [f"/{name}" for name in LINKS if f"/{name}" not in lines]
+    missing = [f"/{name}" for name in GITIGNORE if f"/{name}" not in lines]
     if missing:
-        head = "" if GITIGNORE_HEAD.strip() in lines else GITIGNORE_HEAD
+        head = "" if any(line.startswith("# links into the checkout") for line in lines) else GITIGNORE_HEAD
         gi.write_text(head + "\n".join(missing) + "\n" + text, encoding="utf-8")
 
 

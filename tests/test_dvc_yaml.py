@@ -230,6 +230,7 @@ def test_a_workspace_is_a_git_repository_where_dvc_diffs_params(tmp_path, monkey
         tracked = set(scm.get_fs(head).find("/"))
     assert {"params.yaml", "dvc.yaml", ".dvc/config", ".gitignore", "texts/README.md"} <= {t.lstrip("/") for t in tracked}
     assert not any(t.lstrip("/").startswith(("pipeline", "stages", "validation")) for t in tracked)
+    assert "/artifacts" in (ws / ".gitignore").read_text().splitlines()
     assert create(ws, ROOT / "configs" / "embedded.yaml") == ws
     with Git(str(ws)) as scm:
         assert scm.get_rev() == head

@@ -219,6 +219,13 @@ def test_second_repro_is_a_noop_then_an_experiment_reruns_only_int4(repro_worksp
     # copied files are hashed once more, so it is not timed
     ws = linked_copy(ws, tmp_path / "ws")
     assert commit(ws, "baseline: dvc repro") is not None  # dvc.lock and the metrics, as scripts/demo.sh does
+    from scmrepo.git import Git
+
+    with Git(str(ws)) as scm:
+        tracked = {t.lstrip("/") for t in scm.get_fs(scm.get_rev()).find("/")}
+    assert {"dvc.lock", "params.yaml", "metrics/accuracy/openvino-int4.json"} <= tracked
+    # neither DVC's cached outputs nor the uncached intermediate IR (GBs for Phi-3) go into git
+    assert not any(t.startswith("artifacts/") for t in tracked), sorted(tracked)[:20]
     before = json.loads((ws / "artifacts/openvino/int4/aipc_export.json").read_text())["effective"]
     base_ratio = yaml.safe_load((ws / "params.yaml").read_text())["openvino"]["variants"]["int4"]["ratio"]
     assert base_ratio != 0.9
