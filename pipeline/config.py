@@ -613,6 +613,11 @@ class BundleSection(_Strict):
                                 description="Hub license id (e.g. mit, apache-2.0); None = from the source")
     base_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
                                    description="Hub repo id of the base model; None = from the source")
+    public_key: str | None = Field(
+        default=None, min_length=1,
+        description="the release's public signing key (PEM file, path relative to the folder dvc runs in): every "
+                    "bundle must be signed by its private half (AIPC_SIGNING_KEY) and publish checks against it; "
+                    "None = sign with this machine's development key (pipeline/package/signing.py)")
 
 
 class PublishSection(_Strict):

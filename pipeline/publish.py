@@ -60,7 +60,8 @@ def check_bundle(folder: Path, params=None) -> dict[str, Any]:
     if not folder.is_dir():
         raise PublishError(f"{folder}: no such bundle", fix="build it with `aipc bundle BACKEND VARIANT` (or `dvc repro`)")
     m = mf.read_manifest(folder)
-    mf.check_files(folder, m, where=f"bundle {folder}", fix=_rebuild_fix(m))
+    mf.check_files(folder, m, where=f"bundle {folder}", allow_extra=(mf.SIGNATURE,), fix=_rebuild_fix(m))
+    check_signature(folder, m, params)
     problems = mf.failed_verdicts(m)
     if problems:
         key = f"{m['backend']}-{m['variant']}"
@@ -78,6 +79,22 @@ def check_bundle(folder: Path, params=None) -> dict[str, Any]:
             raise PublishError(f"bundle {folder} was built for repo {m['repo_id']}, but params.yaml now gives {want}",
                                fix=_rebuild_fix(m))
     return m
+
+
+def check_signature(folder: Path, m: dict[str, Any], params=None) -> str:
+    """model.sig verifies: against bundle.public_key of params.yaml when it names the release key (a bundle
+    signed with any other key is refused), else against the key the bundle ships (its integrity); returns
+    the fingerprint it verified with."""
+    from .package import signing
+
+    release = getattr(getattr(params, "bundle", None), "public_key", None)
+    key = Path(release) if release else folder / signing.PUBLIC_KEY
+    if release and not key.is_file():
+        raise PublishError(f"params.yaml: bundle.public_key: {release}: no such file",
+                           fix="commit the release's public key there (PEM), or remove the setting")
+    signing.verify(folder, key, where=f"bundle {folder}", fix=_rebuild_fix(m) + (
+        f" with the release key (AIPC_SIGNING_KEY, the private half of {release})" if release else ""))
+    return signing.fingerprint(key.read_bytes())
 
 
 def bundles_for_all(params, workspace: Path = Path(".")) -> list[Path]:
@@ -218,7 +235,9 @@ class Plan:
 
 def _local_files(folder: Path, m: dict[str, Any]) -> dict[str, dict[str, Any]]:
     files = dict(m["files"])
-    files[mf.MANIFEST] = {"sha256": sha256_file(folder / mf.MANIFEST), "size": (folder / mf.MANIFEST).stat().st_size}
+    for name in (mf.MANIFEST, mf.SIGNATURE):  # the two files the manifest cannot list
+        if (folder / name).is_file():
+            files[name] = {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
     return files
 
 
@@ -444,9 +463,13 @@ def publish(params, folders: list[Path], *, dry_run: bool = False, private: bool
 # --------------------------------------------------------------------------- verify
 
 
-def verify(repo_id: str, revision: str | None = None, echo: Echo = print) -> dict[str, Any]:
-    """Download ``repo_id`` into a fresh temporary cache and check every file against its manifest.json."""
+def verify(repo_id: str, revision: str | None = None, echo: Echo = print,
+           public_key: Path | None = None) -> dict[str, Any]:
+    """Download ``repo_id`` into a fresh temporary cache; check its signature (against ``public_key``, else
+    the key the bundle ships) and every file against its manifest.json."""
     from huggingface_hub import snapshot_download
+
+    from .package import signing
 
     with tempfile.TemporaryDirectory(prefix="aipc-verify-") as cache:
         try:
@@ -456,9 +479,15 @@ def verify(repo_id: str, revision: str | None = None, echo: Echo = print) -> dic
         commit = folder.name
         where = f"{repo_id}@{commit[:12]}"
         m = mf.read_manifest(folder, where=where)
-        files = mf.check_files(folder, m, where=where, allow_extra=mf.HUB_FILES,
-                               fix=f"re-publish it: `aipc publish artifacts/bundles/{m.get('name', '<bundle>')}` "
-                                   "(bundle repos are never edited by hand)")
+        fix = (f"re-publish it: `aipc publish artifacts/bundles/{m.get('name', '<bundle>')}` "
+               "(bundle repos are never edited by hand)")
+        files = mf.check_files(folder, m, where=where, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE), fix=fix)
+        key = Path(public_key) if public_key else folder / signing.PUBLIC_KEY
+        signing.verify(folder, key, where=where, fix=fix)  # and manifest.json is the one that was signed
         total = sum(f["size"] for f in files.values())
-        echo(f"verified {where}: {len(files)} files + manifest.json, {human(total)}, every sha256 matches")
-        return {"repo_id": repo_id, "commit": commit, "files": len(files), "bytes": total}
+        fp = signing.fingerprint(key.read_bytes())
+        whose = (f"the key {public_key} ({fp})" if public_key else
+                 f"the key it ships ({fp}; compare it with the publisher's, or pass --public-key)")
+        echo(f"verified {where}: signed by {whose}; {len(files)} files + manifest.json, {human(total)}, "
+             "every sha256 matches")
+        return {"repo_id": repo_id, "commit": commit, "files": len(files), "bytes": total, "fingerprint": fp}

@@ -12,8 +12,9 @@
 #      VERSION: AIPC_RELEASE_TAG, else the pushed tag (GITHUB_REF_NAME when GITHUB_REF_TYPE=tag)
 #      AIPC_PUBLISH_ARGS: extra flags, e.g. "--dry-run" or "--private"
 #
-# The Hub token is read by huggingface_hub from HF_TOKEN (or `hf auth login`); this script never
-# prints it and never enables tracing.
+# The Hub token is read by huggingface_hub from HF_TOKEN (or `hf auth login`), the signing key by the
+# bundle stages from AIPC_SIGNING_KEY (docs/release.md); this script never prints either and never
+# enables tracing.
 set -euo pipefail
 set +x
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

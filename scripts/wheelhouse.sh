@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The wheels of the runtimes a bundle's model card tells its consumer to install (OpenVINO GenAI, Optimum
-# Intel, ONNX Runtime GenAI, huggingface_hub, with their dependencies) at the versions of
+# Intel, ONNX Runtime GenAI, huggingface_hub, model-signing to check the signature, with their dependencies)
+# at the versions of
 # requirements/lock.txt, so the tests can build a clean environment from each card's install line without
 # the network (tests/test_bundle_consumer.py). Idempotent: a stamp keyed by this script and the lock file.
 #
@@ -9,7 +10,7 @@
 # Where: ${AIPC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aipc}/wheelhouse (~0.5 GB, shared by checkouts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(openvino-genai openvino optimum-intel onnxruntime-genai huggingface_hub)
+PACKAGES=(openvino-genai openvino optimum-intel onnxruntime-genai huggingface_hub model-signing pyopenssl)
 cache_root="${AIPC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aipc}"
 dir="$cache_root/wheelhouse"
 key=$(cat scripts/wheelhouse.sh requirements/lock.txt | sha256sum | cut -c1-16)

@@ -43,8 +43,12 @@ def command(obj, bundles: tuple[Path, ...], all_: bool, dry_run: bool, private: 
 @click.command("verify")
 @click.argument("repo_id")
 @click.option("--revision", default=None, help="Branch, tag or commit (default: main).")
-def verify(repo_id: str, revision: str | None) -> None:
-    """Download REPO_ID into a fresh temporary cache and check every file's sha256 against its manifest.json."""
+@click.option("--public-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The publisher's public key (PEM): the signature must be by its private half "
+                   "(default: the key the bundle ships, which proves integrity, not who signed).")
+def verify(repo_id: str, revision: str | None, public_key: Path | None) -> None:
+    """Download REPO_ID into a fresh temporary cache; check its signature (model.sig) and every file's
+    sha256 against its manifest.json."""
     from pipeline import publish
 
-    publish.verify(repo_id, revision, echo=click.echo)
+    publish.verify(repo_id, revision, echo=click.echo, public_key=public_key)

@@ -18,6 +18,24 @@ GROUP = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing a test runs writes into the user's config home: a temporary XDG_CONFIG_HOME per test process
+    (inherited by every command a test starts) holds the bundle-signing development key
+    (pipeline/package/signing.py) and DVC's global config."""
+    import os
+    import tempfile
+
+    config._aipc_config_home = tempfile.mkdtemp(prefix="aipc-test-config-")
+    os.environ["XDG_CONFIG_HOME"] = config._aipc_config_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if getattr(config, "_aipc_config_home", None):
+        shutil.rmtree(config._aipc_config_home, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist (pyproject: ``-n 2 --dist loadgroup``), each run by one worker:
 

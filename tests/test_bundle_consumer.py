@@ -85,6 +85,7 @@ def consumer_env(install_line: str) -> Path:
     if not wheels or not list(WHEELHOUSE.glob(".complete-*")):
         pytest.fail(f"{WHEELHOUSE}: no wheels; run `bash scripts/setup.sh` (it runs scripts/wheelhouse.sh)")
     key = hashlib.sha256(json.dumps([sys.version, args, wheels]).encode()).hexdigest()[:16]
+    wheels_key = hashlib.sha256(json.dumps([sys.version, wheels]).encode()).hexdigest()[:16]
     env_dir = CACHE / "consumer-envs" / key
     python = env_dir / "bin" / "python"
     done = env_dir / ".aipc-consumer-env.json"
@@ -97,8 +98,21 @@ def consumer_env(install_line: str) -> Path:
             r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE),
                                 *args[2:]], env=_clean_env(), capture_output=True, text=True, timeout=1200)
             assert r.returncode == 0, f"{install_line}: {r.stderr[-3000:]}"
-            done.write_text(json.dumps({"install": install_line}))
+            done.write_text(json.dumps({"install": install_line, "wheels": wheels_key}))
+            _prune(env_dir.parent, wheels_key)
     return python
+
+
+def _prune(root: Path, wheels_key: str) -> None:
+    """Remove environments built from another wheelhouse (a changed lock): ~0.5 GB each, never used again."""
+    for done in root.glob("*/.aipc-consumer-env.json"):
+        try:
+            stale = json.loads(done.read_text()).get("wheels") != wheels_key
+        except (OSError, ValueError):
+            stale = True
+        if stale:
+            shutil.rmtree(done.parent, ignore_errors=True)
+            Path(str(done.parent) + ".lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +205,36 @@ def npu_consumer_python(install_line: str) -> Path:
     assert {k: v.split("+")[0] for k, v in have.items()} == pins
     assert project == [], f"aipc code importable in the NPU environment: {project}"
     return NPU_PYTHON
+
+
+def verify_section(card: str) -> tuple[str, list[str]]:
+    """(the pip install line, the shell commands) of the card's "Verify it" section."""
+    section = card.split("## Verify it\n", 1)[1].split("\n## ", 1)[0]
+    install = re.search(r"`(pip install [^`]+)`", section)
+    block = re.search(r"```bash\n(.*?)\n```", section, re.S)
+    assert install and block, section
+    return install[1], block[1].splitlines()
+
+
+@pytest.mark.parametrize("bundle", ["openvino-int4", "npu-int8"])
+def test_card_verify_command_runs_verbatim_and_catches_a_changed_byte(published, bundle, tmp_path):
+    """The card's signature check, with nothing but model-signing's own command line and huggingface_hub's
+    `hf`, exactly as printed: it verifies the published bundle, and fails naming the file once a byte of a
+    downloaded file changed."""
+    ws, server = published
+    card, manifest = _card(ws, bundle)
+    install, commands = verify_section(card)
+    python = consumer_env(install)
+    env = hf_env(server, token=None, hf_home=tmp_path / "hf")
+    env = {k: v for k, v in env.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    for cmd in commands:
+        r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+    assert "Verification succeeded" in r.stdout + r.stderr
+    folder = tmp_path / manifest["repo_id"].split("/")[-1]
+    target = folder / "config.json"
+    data = target.read_bytes()
+    target.write_bytes(data.replace(b"{", b"{ ", 1))
+    r = subprocess.run(["bash", "-c", commands[-1]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "config.json" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -318,7 +318,7 @@ def test_one_changed_file_uploads_only_that_file_and_the_manifest(hub_server, ws
     assert refused.returncode == 8 and "tag v1 already names commit" in refused.stderr, refused.stderr
     r = aipc(ws, env, "publish", str(folder), "--tag", "v2")
     assert r.returncode == 0, r.stderr
-    changed = {"generation_config.json", "manifest.json", "README.md"}
+    changed = {"generation_config.json", "manifest.json", "README.md", "model.sig"}
     assert hub_server.count("PUT", "/_lfs/") == 0 and hub_server.count("POST", "/commit/") == 1
     assert hub_server.bytes_uploaded == sum((folder / p).stat().st_size for p in changed)
     before, after = hub_server.list_files(OV_REPO, "v1"), hub_server.list_files(OV_REPO, "v2")
@@ -415,6 +415,64 @@ def test_failed_gate_and_missing_smoke_are_refused(hub_server, ws):
     assert hub_server.count("POST", "") == 0
 
 
+def test_a_rewritten_weight_and_manifest_are_refused_naming_the_file(hub_server, ws):
+    """Rewriting a weight file and its sha256 (and size) in manifest.json passed every check before bundles
+    were signed; model.sig lists the built bytes of every file, manifest.json included."""
+    folder = bundle(ws, "ortgenai-cpu-int4")
+    m = read_json(folder / "manifest.json")
+    weights = next(p for p in m["files"] if p.endswith(".onnx.data") or p.endswith(".onnx"))
+    data = bytearray((folder / weights).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / weights).unlink()  # a hard link of DVC's cache: never written through
+    (folder / weights).write_bytes(bytes(data))
+    m["files"][weights].update(sha256=sha256_file(folder / weights), size=len(data))
+    (folder / "manifest.json").unlink()
+    write_json(folder / "manifest.json", m)
+    r = aipc(ws, hf_env(hub_server), "publish", "--all", "--dry-run")
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert "changed after the bundle was signed" in r.stderr and "aipc bundle ortgenai cpu-int4" in r.stderr
+    assert weights in r.stderr or "manifest.json" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_release_is_signed_by_the_key_from_the_secret_and_verifies_after_download(hub_server, ws, tmp_path):
+    """With bundle.public_key naming the release key, bundles signed by another key (this machine's
+    development key) are refused; rebuilt with AIPC_SIGNING_KEY (the PEM text, as a CI secret gives it) they
+    publish through scripts/release.sh, and `aipc verify --public-key` / model-signing's CLI accept the
+    download while another key is refused."""
+    from pipeline.package import signing
+
+    keys = tmp_path / "keys"
+    signing.generate_key_pair(keys / "release.priv.pem", ws / "release.pub.pem")
+    data = release_params()
+    data["bundle"]["public_key"] = "release.pub.pem"
+    (ws / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    env = hf_env(hub_server)
+    r = release(ws, env, AIPC_RELEASE_TAG="v1")
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert "model.sig was made with another key" in r.stderr and "AIPC_SIGNING_KEY" in r.stderr, r.stderr
+    assert not hub_server.repo_exists(OV_REPO)
+    secret = (keys / "release.priv.pem").read_text()
+    for name in ("openvino int4", "ortgenai cpu-int4"):
+        b = aipc(ws, {**env, "AIPC_SIGNING_KEY": secret}, "bundle", *name.split())
+        assert b.returncode == 0, b.stderr
+    m = read_json(bundle(ws, "openvino-int4") / "manifest.json")
+    assert m["signature"]["key"] == "release"
+    assert m["signature"]["fingerprint"] == signing.fingerprint((ws / "release.pub.pem").read_bytes())
+    assert "## Verify it" in (bundle(ws, "openvino-int4") / "README.md").read_text()
+    r = release(ws, env, AIPC_RELEASE_TAG="v1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert secret.splitlines()[1] not in r.stdout + r.stderr  # the key is never printed
+    assert "model.sig" in hub_server.list_files(OV_REPO)
+    v = aipc(tmp_path, hf_env(hub_server, token=None), "verify", OV_REPO, "--public-key", str(ws / "release.pub.pem"))
+    assert v.returncode == 0 and "signed by the key" in v.stdout, v.stderr
+    other = tmp_path / "other.pub.pem"
+    signing.generate_key_pair(tmp_path / "other.priv.pem", other)
+    v = aipc(tmp_path, hf_env(hub_server, token=None), "verify", OV_REPO, "--public-key", str(other))
+    assert v.returncode == 8 and "made with another key" in v.stderr, v.stderr
+    clean(hub_server)
+
+
 @pytest.mark.parametrize("tamper", ["edit", "extra", "missing"])
 def test_tampered_bundle_is_refused(hub_server, ws, tamper):
     folder = bundle(ws, "ortgenai-cpu-int4")
@@ -458,16 +516,19 @@ def test_release_workflow_lint():
     assert [s["run"].strip() for s in runs] == ["bash scripts/release.sh"], "CI runs exactly the tested script"
     release_step = runs[0]
     assert release_step["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
-    for s in steps:  # the secret reaches the script as env only: never on a command line, never echoed
+    # the bundles are signed with the release key, a secret too (pipeline/package/signing.py)
+    assert release_step["env"]["AIPC_SIGNING_KEY"] == "${{ secrets.AIPC_SIGNING_KEY }}"
+    for s in steps:  # the secrets reach the script as env only: never on a command line, never echoed
         assert "secrets." not in s.get("run", "") and "HF_TOKEN" not in s.get("run", "")
+        assert "AIPC_SIGNING_KEY" not in s.get("run", "")
         assert "secrets." not in json.dumps(s.get("with", {}))
     assert any(s.get("uses", "").startswith("actions/checkout@") for s in steps)
     script = (ROOT / "scripts/release.sh").read_text()
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts/release.sh")]).returncode == 0
     assert "scripts/setup.sh" in script and "dvc repro" in script and "publish --all" in script
     assert "set -x" not in script.replace("set +x", "")
-    assert not [line for line in script.splitlines()
-                if "HF_TOKEN" in line and not line.lstrip().startswith("#")], "the script never touches the token"
+    assert not [line for line in script.splitlines() if ("HF_TOKEN" in line or "AIPC_SIGNING_KEY" in line)
+                and not line.lstrip().startswith("#")], "the script never touches the token or the key"
     assert (ROOT / "docs/dvc-remote.example").is_file()
 
 

@@ -46,7 +46,7 @@ def fetch_bundle(repo_id: str, revision: str | None = None) -> Path:
     except Exception as err:  # noqa: BLE001
         raise hub_error(err, repo_id, "downloading") from None
     m = mf.read_manifest(folder, where=repo_id)
-    mf.check_files(folder, m, where=repo_id, allow_extra=mf.HUB_FILES,
+    mf.check_files(folder, m, where=repo_id, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE),
                    fix="delete the cached copy (huggingface-cli / hf cache) and download again")
     return folder
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import ConfigError, PublishError
 from ..fsutil import atomic_dir, write_json
-from . import card, manifest
+from . import card, manifest, signing
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def build_bundle(params, backend: str, variant: str, workspace: Path = Path(".")
         raise PublishError(f"{artifact_dir}: no such artifact",
                            fix=f"run `dvc repro` (or `aipc export {backend} {variant}`) first")
     body = manifest.build_manifest(params, backend, variant, artifact_dir, source_dir, smoke_metrics, validate_metrics)
-    generated = {manifest.MANIFEST, manifest.CARD}
-    with atomic_dir(out_dir) as tmp:
+    generated = {manifest.MANIFEST, manifest.CARD, signing.SIGNATURE, signing.PUBLIC_KEY}
+    with atomic_dir(out_dir) as tmp, signing.signing_key(params.bundle.public_key) as key:
         for src in sorted(artifact_dir.rglob("*")):
             rel = src.relative_to(artifact_dir)
             if src.is_file() and rel.as_posix() not in generated:
@@ -92,10 +92,17 @@ def build_bundle(params, backend: str, variant: str, workspace: Path = Path(".")
             if (tmp / lic.name).exists():
                 log.warning("%s: the artifact has its own %s; the source's replaces it", out_dir, lic.name)
             _place(lic, tmp / lic.name)
+        # the public half of the key that signs it (identifies the signer; trust needs the publisher's copy)
+        (tmp / signing.PUBLIC_KEY).write_bytes(key.public_pem)
+        body["signature"] = {"file": signing.SIGNATURE, "public_key": signing.PUBLIC_KEY, "fingerprint": key.fingerprint,
+                             "key": "release" if params.bundle.public_key else "development",
+                             "format": "OpenSSF model-signing (Sigstore bundle, elliptic-curve key)",
+                             "tools": signing.tool_versions()}
         # the card is rendered from the manifest without README.md's own entry; then README.md is listed too
         _write_text(tmp / manifest.CARD, card.render(manifest.finish(body, tmp)))
         full = manifest.finish(body, tmp)
         write_json(tmp / manifest.MANIFEST, full)
+        signing.sign(tmp, key)  # last: model.sig covers every file above, manifest.json and the card included
     total = sum(f["size"] for f in full["files"].values())
     log.info("bundle %s: %d files, %s -> %s", out_dir, len(full["files"]), card.human(total), full["repo_id"])
     return out_dir

@@ -219,6 +219,29 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
     return out
 
 
+def _verify_section(m: dict[str, Any]) -> list[str]:
+    """How a consumer checks the signature with model-signing's own CLI (nothing of this project)."""
+    sig = m.get("signature")
+    if not sig:
+        return []
+    tools = sig.get("tools") or {}
+    install = "pip install " + " ".join(f"{k}=={v}" for k, v in sorted(tools.items())) + " huggingface_hub"
+    folder = m["repo_id"].split("/")[-1]
+    who = "the release key" if sig.get("key") == "release" else "a development key (not a release)"
+    return ["", "## Verify it", "",
+            f"`{sig['file']}` is an [OpenSSF model-signing](https://github.com/sigstore/model-transparency) signature "
+            f"over the sha256 of every other file of this repo, made with {who} whose public half is "
+            f"`{sig['public_key']}` (fingerprint `{sig['fingerprint']}`). Check a download with model-signing's own "
+            f"command line (`{install}`):", "",
+            "```bash",
+            f"hf download {m['repo_id']} --local-dir {folder}",
+            f"model_signing verify key {folder} --signature {folder}/{sig['file']} --public_key {folder}/{sig['public_key']}",
+            "```", "",
+            "It prints `Verification succeeded`, and fails naming the file if any byte changed. It proves the files "
+            "are what the key signed; compare the key (or its fingerprint) with the one the publisher announces, "
+            "since anyone can re-sign a copy with a key of their own."]
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -327,6 +350,7 @@ def render(m: dict[str, Any]) -> str:
               f"`aipc verify {m['repo_id']}`.", "", "| file | size | sha256 |", "|---|---|---|"]
     for name, meta in sorted(m["files"].items()):
         lines.append(f"| {name} | {human(meta['size'])} | `{meta['sha256'][:16]}…` |")
+    lines += _verify_section(m)
     lines += ["", "## Minimum runtime versions", "", f"Basis: {m.get('min_runtime_basis', '')}.", ""]
     op = "==" if m.get("runtime_exact") else ">="
     lines += [f"- {k} {op} {v}" for k, v in sorted((m.get("min_runtime") or {}).items())] or ["- (not recorded)"]
