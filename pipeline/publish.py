@@ -62,6 +62,7 @@ def check_bundle(folder: Path, params=None) -> dict[str, Any]:
     m = mf.read_manifest(folder)
     mf.check_files(folder, m, where=f"bundle {folder}", allow_extra=(mf.SIGNATURE,), fix=_rebuild_fix(m))
     check_signature(folder, m, params)
+    check_binding(folder, m)
     problems = mf.failed_verdicts(m)
     if problems:
         key = f"{m['backend']}-{m['variant']}"
@@ -95,6 +96,24 @@ def check_signature(folder: Path, m: dict[str, Any], params=None) -> str:
     signing.verify(folder, key, where=f"bundle {folder}", fix=_rebuild_fix(m) + (
         f" with the release key (AIPC_SIGNING_KEY, the private half of {release})" if release else ""))
     return signing.fingerprint(key.read_bytes())
+
+
+def check_binding(folder: Path, m: dict[str, Any], workspace: Path = Path(".")) -> None:
+    """A bundle built under DVC still holds the bytes dvc.lock records for its artifact (when the workspace
+    it is published from has that dvc.lock)."""
+    from .package import binding
+
+    build = m.get("build") or {}
+    if not build.get("dvc_stage"):
+        return
+    record = binding.dvc_record(workspace, Path(workspace) / build["dvc_out"])
+    if record is None:
+        return  # published from elsewhere: the signature is the check
+    if record["md5"] != build["dvc_md5"]:
+        raise PublishError(f"bundle {folder} was built from {build['dvc_out']} as DVC recorded it then "
+                           f"({build['dvc_md5']}); dvc.lock now records {record['md5']} (stage {record['stage']})",
+                           fix=_rebuild_fix(m))
+    binding.check(folder, record, where=f"bundle {folder}", fix=_rebuild_fix(m))
 
 
 def bundles_for_all(params, workspace: Path = Path(".")) -> list[Path]:
@@ -190,6 +209,30 @@ def hub_error(err: BaseException, repo_id: str, doing: str) -> PublishError:
                             fix="run the same command again: it resumes, and files already on the Hub are not sent again")
     return PublishError(f"{doing} {repo_id} failed: {_short(err)}",
                         fix="see the message above; run with -v for the client's log")
+
+
+def _damaged_storage(repo_id: str, commit: str, folder: Path, m: dict[str, Any]) -> list[str]:
+    """Files whose downloaded bytes differ from what the commit itself records (LFS sha256, or git blob id),
+    while the commit records the bundle's own sha256: the server's storage, not the history, is wrong."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        remote = {f.path: f for f in HfApi().list_repo_tree(repo_id, revision=commit, recursive=True)
+                  if isinstance(f, RepoFile)}
+    except Exception:  # noqa: BLE001 - the plain mismatch message is still true
+        return []
+    damaged = []
+    for path, meta in sorted(m["files"].items()):
+        local, r = folder / path, remote.get(path)
+        if r is None or not local.is_file():
+            continue
+        if r.lfs is not None:
+            if r.lfs.sha256 == meta["sha256"] and sha256_file(local) != meta["sha256"]:
+                damaged.append(path)
+        elif r.blob_id != git_blob_sha1(local):
+            damaged.append(path)  # the commit's blob is not what was served
+    return damaged
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -481,7 +524,19 @@ def verify(repo_id: str, revision: str | None = None, echo: Echo = print,
         m = mf.read_manifest(folder, where=where)
         fix = (f"re-publish it: `aipc publish artifacts/bundles/{m.get('name', '<bundle>')}` "
                "(bundle repos are never edited by hand)")
-        files = mf.check_files(folder, m, where=where, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE), fix=fix)
+        try:
+            files = mf.check_files(folder, m, where=where, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE), fix=fix)
+        except PublishError as err:
+            damaged = _damaged_storage(repo_id, commit, folder, m)
+            if damaged:
+                raise PublishError(
+                    f"{where}: the Hub serves other bytes than its own commit records for {', '.join(damaged)} "
+                    "(the commit lists the bundle's sha256; the bytes downloaded have another): the Hub's stored "
+                    "copy is damaged, the repository's history is right",
+                    fix="re-publishing cannot repair it: the Hub stores one object per content hash, so an upload of "
+                        "the same bytes is skipped as already present; report the repo, file and sha256 to the Hub's "
+                        "operators, and meanwhile load a local copy of the bundle") from None
+            raise err from None
         key = Path(public_key) if public_key else folder / signing.PUBLIC_KEY
         signing.verify(folder, key, where=where, fix=fix)  # and manifest.json is the one that was signed
         total = sum(f["size"] for f in files.values())

@@ -341,6 +341,19 @@ def test_download_and_verify_round_trip_and_a_corrupted_repo(hub_server, ws, tmp
     assert "Traceback" not in r.stderr
     r = aipc(tmp_path, env, "verify", "testuser/nope")
     assert r.returncode == 8 and "no such repo" in r.stderr
+    # the Hub's stored copy damaged under a commit that records the right sha256: publish sees nothing to do
+    # (the tree it compares is right), so verify says so instead of sending the user to re-publish
+    name, entry = max(((p, e) for p, e in hub_server.list_files(ORT_REPO, "v1").items() if e.lfs),
+                      key=lambda pe: pe[1].size)
+    blob = hub_server.lfs_path(entry.oid)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    r = aipc(tmp_path, env, "verify", ORT_REPO, "--revision", "v1")
+    assert r.returncode == 8 and name in r.stderr and "stored copy is damaged" in r.stderr, r.stderr
+    assert "re-publishing cannot repair it" in r.stderr and "Traceback" not in r.stderr
+    p = aipc(ws, env, "publish", str(bundle(ws, "ortgenai-cpu-int4")), "--dry-run")
+    assert p.returncode == 0 and "to upload: 0 file(s)" in p.stdout, p.stdout  # what verify's message explains
     clean(hub_server)
 
 
@@ -558,11 +571,52 @@ def test_every_embedded_bundle_publishes_and_downloads_back_bit_identical(repro_
             assert meta["license"] == "apache-2.0" and meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
             v = aipc(tmp_path, hf_env(server, token=None), "verify", repo, "--revision", "v0.1.0")
             assert v.returncode == 0, v.stderr
+            # bound to the build: the stage and the artifact as dvc.lock recorded them, and the code's commit
+            build = json.loads((folder / "manifest.json").read_text())["build"]
+            assert build["dvc_stage"] == f"export-{backend}@{variant}", build
+            assert build["dvc_out"] == f"artifacts/{backend}/{variant}" and build["dvc_md5"].endswith(".dir")
         server.reset_counters()
         r = release(ws, env, AIPC_RELEASE_TAG="v0.1.0")
         assert r.returncode == 0, r.stderr[-3000:]
         assert server.bytes_uploaded == 0 and server.count("POST", "/commit/") == 0
         clean(server)
+
+
+@pytest.mark.slow
+def test_a_bundle_changed_and_re_signed_is_refused_by_what_dvc_lock_records(repro_workspace, tmp_path):
+    """Rewrite a file of a built bundle, its sha256 in manifest.json, and sign it again (with any key: without
+    bundle.public_key publish checks the key the bundle ships): the signature passes, dvc.lock does not."""
+    from pipeline.package import signing
+
+    try:
+        from .test_pipeline_e2e import linked_copy
+    except ImportError:
+        from test_pipeline_e2e import linked_copy
+
+    ws, repro, env = repro_workspace
+    assert repro.returncode == 0
+    copy = linked_copy(ws, tmp_path / "ws")
+    folder = bundle(copy, "openvino-fp16")
+    target = folder / "openvino_detokenizer.xml"
+    data = target.read_bytes().replace(b"<net ", b"<net  ", 1)
+    target.unlink()  # hard-linked from DVC's cache
+    target.write_bytes(data)
+    m = read_json(folder / "manifest.json")
+    m["files"][target.name].update(sha256=sha256_file(target), size=len(data))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path / "someone"))
+        with signing.signing_key() as key:
+            for name in ("manifest.json", signing.PUBLIC_KEY, signing.SIGNATURE):
+                (folder / name).unlink()
+            m["signature"]["fingerprint"] = key.fingerprint
+            write_json(folder / "manifest.json", m)
+            (folder / signing.PUBLIC_KEY).write_bytes(key.public_pem)
+            signing.sign(folder, key)
+    r = aipc(copy, {k: v for k, v in env.items() if k != "PYTHONPATH"}, "publish", "--all", "--dry-run")
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert ("openvino_detokenizer.xml differ(s) from what dvc.lock records for stage export-openvino@fp16"
+            in r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):

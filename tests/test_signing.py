@@ -183,3 +183,44 @@ def test_a_development_key_readable_by_others_is_refused(home, tmp_path):
     with pytest.raises(ConfigError) as e, signing.signing_key():
         pass
     assert "chmod 600" in e.value.fix
+
+
+def test_binding_checks_files_against_what_dvc_lock_records(tmp_path, monkeypatch):
+    """pipeline/package/binding.py: the record of a folder DVC built (stage, .dir hash, each file's md5), and a
+    file whose bytes differ from it named with the stage and the record."""
+    import shutil
+    import textwrap
+
+    from pipeline.package import binding
+
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "make.py").write_text(textwrap.dedent("""
+        import os
+        os.makedirs("artifacts/openvino/int4/sub", exist_ok=True)
+        open("artifacts/openvino/int4/model.bin", "wb").write(bytes(range(256)) * 8)
+        open("artifacts/openvino/int4/sub/config.json", "w").write('{"a": 1}')
+    """))
+    (ws / "dvc.yaml").write_text("stages:\n  export-openvino:\n    foreach: [int4]\n    do:\n      cmd: python make.py\n"
+                                 "      deps: [make.py]\n      outs:\n        - artifacts/openvino/${item}\n")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for args in (["init", "--no-scm", "-q"], ["repro", "-q"]):
+        r = subprocess.run([dvc, *args], cwd=ws, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    art = ws / "artifacts/openvino/int4"
+    rec = binding.dvc_record(ws, art)
+    assert rec["stage"] == "export-openvino@int4" and rec["out"] == "artifacts/openvino/int4"
+    assert rec["md5"].endswith(".dir") and set(rec["files"]) == {"model.bin", "sub/config.json"}
+    assert rec["files"]["model.bin"] == binding.md5_file(art / "model.bin")
+    copy = tmp_path / "bundle"
+    shutil.copytree(art, copy)
+    (copy / "README.md").write_text("not from the artifact: not checked")
+    binding.check(copy, rec, "bundle", "rebuild")
+    (copy / "sub" / "config.json").write_text('{"a": 2}')
+    with pytest.raises(PublishError) as e:
+        binding.check(copy, rec, "bundle", "rebuild")
+    assert "sub/config.json differ(s) from what dvc.lock records for stage export-openvino@int4" in str(e.value)
+    assert rec["md5"] in str(e.value)
+    assert binding.dvc_record(ws, ws / "artifacts") is None  # not an output of its own
+    assert binding.dvc_record(tmp_path, art) is None  # no dvc.lock there

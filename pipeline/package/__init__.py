@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import ConfigError, PublishError
 from ..fsutil import atomic_dir, write_json
-from . import card, manifest, signing
+from . import binding, card, manifest, signing
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ def build_bundle(params, backend: str, variant: str, workspace: Path = Path(".")
         raise PublishError(f"{artifact_dir}: no such artifact",
                            fix=f"run `dvc repro` (or `aipc export {backend} {variant}`) first")
     body = manifest.build_manifest(params, backend, variant, artifact_dir, source_dir, smoke_metrics, validate_metrics)
+    # the artifact's files are the bytes dvc.lock records for the stage that made them (when DVC made them)
+    record = binding.dvc_record(ws, artifact_dir)
+    if record is not None:
+        binding.check(artifact_dir, record, where=str(artifact_dir),
+                      fix=f"rebuild it: `dvc repro {record['stage']}` (or `dvc checkout {record['out']}`)")
+    body["build"] = binding.manifest_entry(record, Path(__file__).resolve().parents[2])
     generated = {manifest.MANIFEST, manifest.CARD, signing.SIGNATURE, signing.PUBLIC_KEY}
     with atomic_dir(out_dir) as tmp, signing.signing_key(params.bundle.public_key) as key:
         for src in sorted(artifact_dir.rglob("*")):
