@@ -415,7 +415,7 @@ class OrtGenAIVariant(_Strict):
         """A short name of the quantization algorithm, for manifests, cards and the sweep table."""
         if self.precision != "int4":
             return "none"
-        name = "rtn" if self.algo in (None, "default", "rtn") else self.algo
+        name: str = "rtn" if self.algo in (None, "default", "rtn") else self.algo
         if self.matmul_mixed_precision:
             name += "+" + ",".join(f"{k}:{v}" for k, v in self.matmul_mixed_precision.items())
         return name

@@ -31,7 +31,7 @@ def add_remote_child(maxrss_kib: int, cpu_s: float) -> None:
     _remote["cpu_s"] += float(cpu_s)
 
 
-def _mib(kib: int) -> float:
+def _mib(kib: float) -> float:
     return round(kib / 1024, 1)  # Linux reports ru_maxrss in KiB
 
 

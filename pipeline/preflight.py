@@ -133,7 +133,8 @@ def require(what: str, estimate: dict[str, Any]) -> dict[str, Any]:
     have, source = budget_bytes()
     record = {**estimate, "budget_bytes": have, "budget_source": source}
     basis = (f"{estimate['parameters'] / 1e9:.2f} B parameters x {estimate['bytes_per_parameter']} B"
-             if "parameters" in estimate else f"{estimate['artifact_bytes'] / GIB:.2f} GiB artifact x {estimate['artifact_factor']}")
+             if "parameters" in estimate
+             else f"{estimate['artifact_bytes'] / GIB:.2f} GiB artifact x {estimate['artifact_factor']}")
     log.info("memory preflight %s: estimated peak %.2f GiB (%s + %.1f GiB), %s %.2f GiB", what, need / GIB, basis,
              BASE_GIB, source, have / GIB)
     if need <= have:

@@ -482,8 +482,8 @@ def publish(params, folders: list[Path], *, dry_run: bool = False, private: bool
             echo(f"  committed {commit[:12]}: {len(plan.of('add', 'change'))} file(s), {human(plan.upload_bytes)} "
                  f"uploaded, {len(plan.of('delete'))} deleted  {url}/commit/{commit}")
         else:
-            commit = plan.head
-            echo(f"  up to date at {str(commit)[:12]}: nothing uploaded")
+            commit = str(plan.head)
+            echo(f"  up to date at {commit[:12]}: nothing uploaded")
         result.update(commit=commit)
         if tag:
             if plan.tag_target == commit:

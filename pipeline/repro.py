@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, StagesFailed
 
@@ -122,7 +123,7 @@ def fits(step: Step, running: Sequence[Step], budget: int) -> bool:
         return True
     if step.estimate_bytes is None or any(r.estimate_bytes is None for r in running):
         return False
-    return step.estimate_bytes + sum(r.estimate_bytes for r in running) <= budget
+    return step.estimate_bytes + sum(r.estimate_bytes or 0 for r in running) <= budget
 
 
 def next_steps(pending: Sequence[Step], running: Sequence[Step], done: set[str], jobs: int,
@@ -198,7 +199,7 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
                     continue
                 pump.join()
                 step.returncode = proc.returncode
-                step.wall_s = round(time.perf_counter() - t0 - step.start_s, 2)
+                step.wall_s = round(time.perf_counter() - t0 - (step.start_s or 0.0), 2)
                 del running[step]
                 if proc.returncode == 0:
                     done.add(step.name)
@@ -257,7 +258,7 @@ def stop(procs: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _interrupt_on_signals() -> dict[int, object]:
+def _interrupt_on_signals() -> dict[int, Any]:
     """SIGINT and SIGTERM stop a run as Ctrl-C does, whatever this process inherited; returns the handlers to
     restore (none outside the main thread, where Python cannot set handlers).
 
@@ -279,6 +280,7 @@ def _interrupt_on_signals() -> dict[int, object]:
 
 def _pump(proc: subprocess.Popen, step: Step, on_line: Callable[[Step, str], None] | None) -> None:
     """Read the stage's output to its end (a child whose pipe fills up would block forever)."""
+    assert proc.stdout is not None  # started with stdout=PIPE
     for line in proc.stdout:
         line = line.rstrip("\n")
         step.output.append(line)

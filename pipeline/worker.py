@@ -145,7 +145,7 @@ def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, st
     logfile = root / ".dvc" / "tmp" / ("aipc-worker.log" if profile == "aipc" else f"aipc-worker-{profile}.log")
     try:
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        err = open(logfile, "ab")  # noqa: SIM115 - handed to the child
+        err: Any = open(logfile, "ab")  # noqa: SIM115 - handed to the child
     except OSError:
         err = subprocess.DEVNULL
     try:

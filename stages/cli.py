@@ -123,4 +123,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(entry())
+    entry()

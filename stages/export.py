@@ -22,7 +22,8 @@ def _export(params, backend: str, key: str):
 @click.argument("variant")
 @click.pass_obj
 def openvino(obj, variant: str) -> None:
-    """OpenVINO IR (model + tokenizer/detokenizer IR) for VARIANT of openvino.variants, compressed from artifacts/openvino-base."""
+    """OpenVINO IR (model + tokenizer/detokenizer IR) for VARIANT of openvino.variants, compressed from
+    artifacts/openvino-base."""
     out, record = _export(obj.params, "openvino", variant)
     click.echo(f"openvino/{variant}: {out} {record['effective']['weight_share_by_type']}")
 
@@ -52,7 +53,8 @@ def ortgenai(obj, variant: str) -> None:
 @click.argument("variant")
 @click.pass_obj
 def npu(obj, variant: str) -> None:
-    """intel-npu-acceleration-library 1.4.0 model (sha256-recorded torch pickle, run in the NPU env) for VARIANT of npu.variants."""
+    """intel-npu-acceleration-library 1.4.0 model (sha256-recorded torch pickle, run in the NPU env) for VARIANT
+    of npu.variants."""
     out, record = _export(obj.params, "npu", variant)
     fallback = f" (no NPU: {record['device_fallback']} fallback)" if record.get("device_fallback") else ""
     click.echo(f"npu/{variant}: {out} {record['params']['dtype']} on {record['device']}{fallback}")

@@ -11,7 +11,8 @@ import click
 @click.option("--grid", "grid_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               default=Path("configs/sweep-int4.yaml"), show_default=True, help="The grid of settings.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("metrics/sweep"), show_default=True)
-@click.option("--only", multiple=True, help="Run only these points (backend/point or point; repeatable); other rows in OUT/sweep.json are kept.")
+@click.option("--only", multiple=True,
+              help="Run only these points (backend/point or point; repeatable); other rows in OUT/sweep.json are kept.")
 @click.option("--keep", is_flag=True, help="Keep each exported artifact (default: delete after measuring).")
 @click.pass_obj
 def sweep(obj, grid_path: Path, out_dir: Path, only: tuple[str, ...], keep: bool) -> None:

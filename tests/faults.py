@@ -128,7 +128,8 @@ def render() -> str:
             "when this file is stale or an entry's test is missing. Every entry is a passing test: the command",
             "exits with the code shown, prints one `aipc: error:` message holding the text shown and an",
             "`aipc: fix:` line, no traceback, leaves no partial artifact, and succeeds again after the fix.",
-            "Exit codes: 2 params, 3 model source, 4 Hub, 5 export, 6 validation, 7 environment, 8 publish, 9 stages of `aipc repro`.", ""]
+            "Exit codes: 2 params, 3 model source, 4 Hub, 5 export, 6 validation, 7 environment, 8 publish, "
+            "9 stages of `aipc repro`.", ""]
     for cat in dict.fromkeys(f.category for f in CATALOGUE):
         rows += [f"## {cat}", "", "| fault | command | exit | message (excerpt) | fix (excerpt) | test |",
                  "|---|---|---|---|---|---|"]

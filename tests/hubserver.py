@@ -534,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(self._body or b"{}")
         except ValueError:
-            raise _HubError(400, "Invalid JSON body")
+            raise _HubError(400, "Invalid JSON body") from None
         if not isinstance(data, dict):
             raise _HubError(400, "JSON body must be an object")
         return data
@@ -874,7 +874,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404, f"Entry not found: {prefix}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
         dirs: set[str] = set()
         out_files = []
-        for path, entry in files.items():
+        for path, _entry in files.items():
             rel = path[len(base):]
             parts = rel.split("/")
             for i in range(1, len(parts)):
@@ -1130,7 +1130,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             lines = [json.loads(line) for line in self._body.decode("utf-8").splitlines() if line.strip()]
         except ValueError:
-            raise _HubError(400, "Invalid NDJSON commit payload")
+            raise _HubError(400, "Invalid NDJSON commit payload") from None
         with hub._lock:
             repo = self._repo_write(repo_type, repo_id)
             if not create_pr and rev not in repo.branches:

@@ -142,7 +142,9 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_params_are_frozen():
     p = Params.model_validate(RELEASE)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         p.smoke.max_new_tokens = 3  # type: ignore[misc]
 
 

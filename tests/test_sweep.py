@@ -26,7 +26,7 @@ def test_shipped_grid_validates_on_the_embedded_profile():
     algos = {(p.openvino.variants or p.ortgenai.variants)[n].algorithm for _, n, p in points}
     assert {"rtn", "awq", "scale_estimation", "awq+scale_estimation", "scale_estimation+gptq", "lora_correction",
             "k_quant"} <= algos
-    for b, n, p in points:  # each point is one variant of one backend
+    for _b, n, p in points:  # each point is one variant of one backend
         assert len(p.openvino.variants) + len(p.ortgenai.variants) == 1, n
 
 

@@ -50,7 +50,7 @@ def _run_one(backend: str, folder: str, params_json: str, prompts: dict[int, str
     import resource
 
     try:
-        from pipeline.config import BenchOptions, Params
+        from pipeline.config import Params
 
         from .runners import open_runner
         from .runners.transformers import TransformersRunner

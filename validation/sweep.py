@@ -197,7 +197,8 @@ def markdown_table(rows: list[dict[str, Any]], grid: Grid) -> str:
         if r.get("recovered_vs_baseline") is not None and r["algorithm"] != "none":
             kl = r.get("kl_recovered_vs_baseline")
             rec = f"{r['recovered_vs_baseline']:+.0%} / " + ("–" if kl is None else f"{kl:+.0%}")
-        par = "–" if r["algorithm"] == "none" else ("size " if r.get("pareto_size") else "") + ("time" if r.get("pareto_time") else "")
+        par = "–" if r["algorithm"] == "none" else \
+            ("size " if r.get("pareto_size") else "") + ("time" if r.get("pareto_time") else "")
         lines.append(f"| {r['backend']}/{r['point']} | {r['algorithm']} | {r['size_mb']:.1f} | {r['export_s']:.0f} | "
                      f"{r['worst_ppl_ratio']:.4f} | {r['top1_agreement']:.3f} | {r['kl_mean']:.4f} | {r['kl_p99']:.2f} | "
                      f"{rec} | {par.strip() or 'no'} |")
@@ -220,7 +221,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             for r in pts:
                 ax.annotate(r["point"], (r[x], r["worst_ppl_ratio"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = sorted((r for r in int4 if r.get(flag)), key=lambda r: r[x])
-        ax.plot([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], "k--", lw=1, drawstyle="steps-post", label="Pareto front")
+        ax.plot([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], "k--", lw=1, drawstyle="steps-post",
+                label="Pareto front")
         ax.scatter([r[x] for r in front], [r["worst_ppl_ratio"] for r in front], s=120, facecolors="none",
                    edgecolors="k")
         ax.set_xlabel(label)

@@ -137,11 +137,11 @@ def _spill_to_disk(model: Any, spill_dir: Path) -> Any:
     path, data = spill_dir / "unquantized.onnx", spill_dir / "unquantized.onnx.data"
     ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)
     proto = onnx.load(str(path), load_external_data=False)
-    data = str(data.resolve())
+    data_path = str(data.resolve())
     for t in proto.graph.initializer:
         for entry in t.external_data:
             if entry.key == "location":
-                entry.value = data
+                entry.value = data_path
     return proto
 
 

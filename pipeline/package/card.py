@@ -204,7 +204,8 @@ def _load_snippets(m: dict[str, Any]) -> list[str]:
         pickles = m.get("pickle_files") or sorted(m["files"])[:1]
         target = pickles[0] if pickles else "<model file>"
         out += [
-            f"**Intel NPU Acceleration Library** (`{install_line(m, 'intel-npu-acceleration-library', 'transformers', 'torch')}`). "
+            "**Intel NPU Acceleration Library** "
+            f"(`{install_line(m, 'intel-npu-acceleration-library', 'transformers', 'torch')}`). "
             "The model is a torch pickle: check every sha256 against `manifest.json` before loading it "
             "(`aipc verify` does):",
             "```python",

@@ -203,6 +203,7 @@ def sign(folder: Path, key: SigningKey) -> Path:
         config = config.use_certificate_signer(private_key=key.private_key, signing_certificate=key.certificate,
                                                certificate_chain=key.chain)
     else:
+        # bytes: model-signing 1.1.1 types the password as str but hands it to cryptography, which wants bytes
         config = config.use_elliptic_key_signer(private_key=key.private_key, password=key.password)
     out = Path(folder) / SIGNATURE
     config.set_hashing_config(_hashing()).sign(Path(folder), out)

@@ -43,7 +43,7 @@ def _translate(err: Exception, model: HubSource) -> HubError:
     repo = model.repo_id
     if isinstance(err, e.GatedRepoError):
         return HubError(f"{repo} is gated and this token has no access",
-                        fix=f"accept the model's terms on its Hub page with your account, then set HF_TOKEN "
+                        fix="accept the model's terms on its Hub page with your account, then set HF_TOKEN "
                         "to a token of that account")
     if isinstance(err, e.RevisionNotFoundError):
         return HubError(f"params.yaml: model.revision = {model.revision!r} does not exist in {repo}",
@@ -77,7 +77,7 @@ def _remote_info(model: HubSource):
     try:
         return HfApi().model_info(model.repo_id, revision=model.revision, files_metadata=True,
                                   timeout=API_TIMEOUT_S)
-    except (e.HfHubHTTPError,) as err:
+    except e.HfHubHTTPError as err:
         raise _translate(err, model) from None
     except (httpx.TransportError, ConnectionError, e.OfflineModeIsEnabled) as err:
         log.warning("Hub unreachable (%s); trying the local cache", type(err).__name__)
