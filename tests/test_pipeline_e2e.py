@@ -344,8 +344,8 @@ def _stage_deps(ws: Path) -> dict[str, tuple[str, list[str]]]:
     out = {}
     with Repo(str(ws)) as repo:
         for stage in repo.index.stages:
-            stem = re.search(r"--cost-metrics metrics/cost/(\S+)\.json", stage.cmd)[1]
-            out[stage.name] = (stem, [d.def_path for d in stage.deps])
+            cost = re.search(r"--cost-metrics (\S+\.json)", stage.cmd)[1]  # metrics/report-cost.json for report
+            out[stage.name] = (Path(cost).stem, [d.def_path for d in stage.deps])
     return out
 
 
