@@ -212,8 +212,9 @@ def test_second_repro_is_a_noop_then_an_experiment_reruns_only_int4(repro_worksp
     assert ran_stages(r.stdout + r.stderr) == []
     assert "Data and pipelines are up to date" in r.stdout
     noop_s = time.perf_counter() - t0
-    # 1.4-1.7 s measured (docs/benchmarks.md); the 3 s, with room for a CI runner's load
-    assert noop_s < 6, f"no-op repro took {noop_s:.1f}s"
+    # 3.3-3.8 s measured on a quiet machine for 33 stages and their ~700 code deps (docs/benchmarks.md), 6 s
+    # under the test run's load; a stage that reruns takes 10 s and more
+    assert noop_s < 8, f"no-op repro took {noop_s:.1f}s"
 
     # the change in a private copy (the other tests read the shared workspace as built, in any order); its
     # copied files are hashed once more, so it is not timed
@@ -316,7 +317,8 @@ def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
     stages = set(ran_stages(r.stdout + r.stderr))
     assert stages
     for stage in stages:
-        m = json.loads((ws / "metrics" / "cost" / f"{stage.replace('@', '-')}.json").read_text())
+        cost = ws / "metrics" / ("report-cost.json" if stage == "report" else f"cost/{stage.replace('@', '-')}.json")
+        m = json.loads(cost.read_text())
         assert m["wall_s"] > 0 and m["peak_rss_mib"] > 20, (stage, m)  # at least a Python process
         if stage.startswith(("export-", "reference", "smoke-", "validate-")):
             # these load the model (the embedded one is 135M parameters: >250 MiB even in int4)
