@@ -18,7 +18,7 @@ def command(obj) -> None:
     config, origin = source_config(params.model, paths.source_dir())
     if config is not None:
         params.check_model(config)
-    from validation.texts import text_path
+    from pipeline.texts import text_path
 
     for section in ("validation", "calibration"):  # every text named exists (user texts: under texts/)
         for entry in getattr(getattr(params, section, None), "texts", None) or []:

@@ -21,7 +21,7 @@ def reference(obj) -> None:
 def calibration(obj) -> None:
     """Tokenize the calibration texts (validation/data/calibration) into artifacts/calibration."""
     from pipeline import paths
-    from validation.calibration import build_calibration
+    from pipeline.calibration import build_calibration
 
     meta = build_calibration(obj.params, paths.source_dir(), paths.calibration_dir())
     click.echo(f"calibration: {meta['shape'][0]} windows x {meta['shape'][1]} tokens from {', '.join(meta['texts'])}")

@@ -135,7 +135,7 @@ def _ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
 
 
 def test_calibration_and_evaluation_texts_share_no_8_word_sequence():
-    from validation.calibration import calibration_text
+    from pipeline.calibration import calibration_text
     from validation.reference import eval_text
 
     assert set(CALIBRATION_TEXTS).isdisjoint(EVAL_TEXTS)
@@ -167,7 +167,7 @@ class _WordTokenizer:
 
 def test_calibration_windows_are_round_robin_and_disjoint_from_eval_windows():
     from pipeline.config import CalibrationSection
-    from validation.calibration import calibration_windows
+    from pipeline.calibration import calibration_windows
     from validation.reference import eval_text
 
     tok = _WordTokenizer()
@@ -203,7 +203,7 @@ def test_data_aware_export_records_the_algorithm(case, tiny_phi3, tmp_path):
     from pipeline.export import openvino
     from pipeline.package.card import render
     from pipeline.package.manifest import build_manifest
-    from validation.calibration import build_calibration, load_calibration
+    from pipeline.calibration import build_calibration, load_calibration
 
     from pipeline.sources import materialize
 

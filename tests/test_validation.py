@@ -78,7 +78,7 @@ def test_gate_keys_must_name_artifacts():
 def test_evaluation_texts_are_shipped_and_long_enough(embedded_dir):
     from transformers import AutoTokenizer
 
-    from validation.texts import SHIPPED
+    from pipeline.texts import SHIPPED
 
     EVAL_DIR = SHIPPED["validation"]
 
@@ -279,9 +279,9 @@ def test_a_users_own_texts_feed_evaluation_and_calibration(embedded_dir, tmp_pat
     from pipeline.config import CalibrationSection, parse_params
     from pipeline.errors import ConfigError
     from pipeline.fsutil import sha256_file
-    from validation.calibration import calibration_windows
+    from pipeline.calibration import calibration_windows
     from validation.reference import eval_windows
-    from validation.texts import text_record
+    from pipeline.texts import text_record
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "texts").mkdir()

@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.fsutil import atomic_dir, read_json, write_json
 
 from .accuracy import WindowReference, reference_from_logits
-from .texts import read_text, text_label, text_record
+from pipeline.texts import read_text, text_label, text_record
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ REFERENCE_JSON = "reference.json"
 
 
 def eval_text(entry: str) -> str:
-    """One entry of validation.texts: a shipped text's name or a user's file (validation/texts.py)."""
+    """One entry of validation.texts: a shipped text's name or a user's file (pipeline/texts.py)."""
     return read_text("validation", entry)
 
 

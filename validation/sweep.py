@@ -99,7 +99,7 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
     from pipeline.export import openvino as ov_export
     from pipeline.export import ortgenai as ort_export
 
-    from .calibration import build_calibration
+    from pipeline.calibration import build_calibration
     from .reference import load_reference
     from .runners import open_runner
     from .validate import measure_accuracy

@@ -129,7 +129,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
                               fix="run `dvc repro` (or `aipc export openvino-base`) first")
     calibration = None
     if variant.data_aware:
-        from validation.calibration import load_calibration
+        from ..calibration import load_calibration
 
         calibration = load_calibration(calibration_dir or paths.calibration_dir())
     disable_telemetry()

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import CalibrationSection, Params
-from pipeline.errors import ConfigError
-from pipeline.fsutil import atomic_dir, read_json, write_json
-
+from .config import CalibrationSection, Params
+from .errors import ConfigError
+from .fsutil import atomic_dir, read_json, write_json
 from .texts import read_text, text_label, text_record
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ CALIBRATION_JSON = "calibration.json"
 
 
 def calibration_text(entry: str) -> str:
-    """One entry of calibration.texts: a shipped text's name or a user's file (validation/texts.py)."""
+    """One entry of calibration.texts: a shipped text's name or a user's file (pipeline/texts.py)."""
     return read_text("calibration", entry)
 
 
@@ -86,7 +85,7 @@ def build_calibration(params: Params, source_dir: Path, out_dir: Path) -> dict[s
 
 def load_calibration(folder: Path) -> tuple[dict[str, Any], np.ndarray]:
     """(meta, [num_samples, seq_len] ids) written by :func:`build_calibration`."""
-    from pipeline.errors import SourceError
+    from .errors import SourceError
 
     if not (folder / WINDOWS_NPY).is_file():
         raise SourceError(f"{folder}: no calibration windows", fix="run `dvc repro calibration` (or `aipc calibration`)")

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import USER_TEXTS_DIR, text_label
-from pipeline.errors import ConfigError
-from pipeline.fsutil import sha256_file
+from .config import USER_TEXTS_DIR, text_label
+from .errors import ConfigError
+from .fsutil import sha256_file
 
-DATA = Path(__file__).parent / "data"
+# the shipped texts stay package data of `validation` (validation/data/, SOURCES.md there); records name them
+# by that path, so moving them would change every calibration and reference record
+DATA = Path(__file__).resolve().parent.parent / "validation" / "data"
 SHIPPED = {"validation": DATA / "eval", "calibration": DATA / "calibration"}
 
 
