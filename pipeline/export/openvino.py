@@ -319,7 +319,9 @@ def _quantize_with_calibration(source_dir: Path, folder: Path, qcfg: dict[str, A
     from optimum.gptq.data import prepare_dataset
     from optimum.intel import OVModelForCausalLM
 
-    model = OVModelForCausalLM.from_pretrained(folder, compile=False, use_cache=True)
+    # a str: optimum-intel calls str methods on it (a Path logs "Could not infer whether the model was already
+    # converted ... Path.replace() takes 2 positional arguments" on every load)
+    model = OVModelForCausalLM.from_pretrained(str(folder), compile=False, use_cache=True)
     n = min(num_samples or len(windows), len(windows))
     items = [{"input_ids": torch.as_tensor(w[None, :]), "attention_mask": torch.ones(1, len(w), dtype=torch.long)}
              for w in windows[:n]]

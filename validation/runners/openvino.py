@@ -161,7 +161,8 @@ class OpenVINORunner(Runner):
             # as for the pipeline; optimum also keeps the read model, so the file would stay mapped and
             # resident to the end: compile and the first inference (weight packing) drop its pages
             with pages_dropped_while(self.folder, *self._cache_dirs()):
-                self._model = OVModelForCausalLM.from_pretrained(self.folder, device=self.device,
+                # a str, not a Path: see pipeline/export/openvino.py (optimum-intel's format probe)
+                self._model = OVModelForCausalLM.from_pretrained(str(self.folder), device=self.device,
                                                                  ov_config=dict(self.props), compile=True)
                 return self._forward(x)
         return self._forward(x)
