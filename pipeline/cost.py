@@ -20,7 +20,7 @@ from typing import Any
 from .fsutil import write_json
 
 
-# Processes this one started through a worker of another environment (pipeline.worker.start_process: the NPU
+# Processes this one started through a worker of another environment (aipc.worker.start_process: the NPU
 # environment's helper) are the worker's children, not ours, so getrusage(RUSAGE_CHILDREN) cannot see them:
 # the worker reports their rusage with their exit status, and it is counted here as a child's.
 _remote = {"maxrss_kib": 0, "cpu_s": 0.0}
@@ -67,7 +67,7 @@ def measure(stage: str, out: Path | None) -> Iterator[None]:
         "peak_rss_self_mib": _mib(self_rss),
         "peak_rss_children_mib": _mib(child_rss),
         "machine": machine(),
-        # forked from this repro's warm worker (pipeline.worker): the toolchain's import is not in wall_s
+        # forked from this repro's warm worker (aipc.worker): the toolchain's import is not in wall_s
         "process": "worker-fork" if os.environ.get("AIPC_WORKER_CHILD") else "fresh",
     })
 

@@ -34,10 +34,10 @@ DVC_CACHE_TYPE = "hardlink,copy"
 # change the checkout's file. Re-running init brings the checkout's newer version, unless the workspace's
 # copy has uncommitted edits (then it stops and says so).
 COPIES = ("dvc.yaml", ".dvcignore")
-# Linked: the code every stage runs and depends on (edits there are edits of the project), envs/npu (the
-# NPU stages' code and pins), configs (sweep grids), requirements (the main toolchain's lock, a dep of
-# every stage).
-LINKS = ("pipeline", "stages", "validation", "envs", "configs", "requirements")
+# Linked: the code every stage runs and depends on (aipc: the entry point and the warm worker; edits
+# there are edits of the project), envs/npu (the NPU stages' code and pins), configs (sweep grids),
+# requirements (the main toolchain's lock, a dep of every stage).
+LINKS = ("aipc", "pipeline", "stages", "validation", "envs", "configs", "requirements")
 # The links are left out of git (the workspace's .gitignore): git would record a path into this machine's
 # checkout, and DVC reads code only from the working tree. Experiments therefore run in the workspace
 # (`dvc exp run`), not in DVC's temporary copies (--temp, --queue).

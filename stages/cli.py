@@ -102,25 +102,14 @@ def _register() -> None:
     main.add_command(bundle.command)
     main.add_command(publish.command)
     main.add_command(publish.verify)
-    from . import repro, sweep
+    from . import sweep
 
     main.add_command(sweep.sweep)
-    main.add_command(repro.command)
+    # `aipc repro` (the parallel runner) belongs to the process machinery above: aipc.cli adds it
 
 
 _register()
 
 
-def entry() -> None:
-    """The ``aipc`` console script: under ``dvc repro`` a heavy command runs in the repro's warm worker
-    (``pipeline.worker``: the toolchain imported once, a fork per stage); otherwise, or if that fails, here."""
-    from pipeline.worker import delegate
-
-    code = delegate(sys.argv)
-    if code is not None:
-        sys.exit(code)
-    main()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    entry()
+    main()

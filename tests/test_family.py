@@ -91,11 +91,14 @@ def test_tiny_configs_keep_the_features_that_change_the_export():
 @pytest.fixture(scope="module")
 def npu_worker(tmp_path_factory):
     """The NPU environment's steps (compile, and the runner of smoke and validate) forked from one warm worker
-    of that environment for all members, as under `dvc repro` (pipeline.worker; this test process stands for
+    of that environment for all members, as under `dvc repro` (aipc.worker; this test process stands for
     the repro): torch, transformers 4.x and the library are imported once, not three times per member (35 s
     of each member's 90 s). The fresh-process path is test_npu.py's."""
     import signal
 
+    from aipc.worker import install
+
+    install()  # as `aipc` does: the library's NPU helpers fork from the NPU environment's worker
     root = tmp_path_factory.mktemp("npu-worker")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DVC_STAGE", "family")

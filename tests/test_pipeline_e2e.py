@@ -327,7 +327,7 @@ def test_every_stage_recorded_its_cost_and_report_shows_it(repro_workspace):
             assert m["peak_rss_mib"] > 250, (stage, m)
     npu = json.loads((ws / "metrics" / "cost" / "export-npu-int8.json").read_text())
     assert npu["peak_rss_children_mib"] > 300, "the NPU-library worker's peak is counted"
-    # the repro's warm workers (pipeline.worker): every heavy stage was a fork, each toolchain imported once
+    # the repro's warm workers (aipc.worker): every heavy stage was a fork, each toolchain imported once
     for stage in stages:
         if stage.startswith(("export-", "reference", "calibration", "smoke-", "validate-")):
             m = json.loads((ws / "metrics" / "cost" / f"{stage.replace('@', '-')}.json").read_text())

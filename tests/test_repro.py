@@ -1,4 +1,4 @@
-"""``aipc repro``: dvc.yaml's stages side by side when they fit (pipeline.repro), run by real ``dvc repro``
+"""``aipc repro``: dvc.yaml's stages side by side when they fit (aipc.repro), run by real ``dvc repro``
 processes in real DVC workspaces."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import repro
-from pipeline.repro import StagesFailed, Step
+from aipc import repro
+from aipc.repro import StagesFailed, Step
 
 try:
     from .conftest import ROOT, detached, e2e_profile, sig_ignored, venv_env, wait_for

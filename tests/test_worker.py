@@ -1,4 +1,4 @@
-"""The repro's warm worker (pipeline.worker): heavy ``aipc`` commands under DVC run as forks of one
+"""The repro's warm worker (aipc.worker): heavy ``aipc`` commands under DVC run as forks of one
 process that imported the toolchain once. These tests start real workers (each preloads ~9 s)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import worker
+from aipc import worker
 
 try:
     from .conftest import ROOT, detached, sig_ignored, venv_env, wait_for
@@ -44,7 +44,7 @@ def test_the_environment_key_ignores_only_the_stage_and_shell_variables():
 
 
 def test_the_owner_is_the_nearest_ancestor_that_is_not_a_shell():
-    code = "from pipeline.worker import owner_pid; print(owner_pid())"
+    code = "from aipc.worker import owner_pid; print(owner_pid())"
     # bash runs a pipeline in forked subshells: python -> bash -> bash -> this test process
     r = subprocess.run(["bash", "-c", f"{sys.executable} -c '{code}' | cat"], capture_output=True, text=True,
                        check=True)
@@ -67,7 +67,7 @@ def test_preloading_leaves_no_thread_a_fork_would_break_and_forked_children_comp
     fork and restart in the child); numpy, torch (OpenMP) and OpenVINO then work in forked children."""
     code = """
 import os, sys
-from pipeline.worker import preload, foreign_threads
+from aipc.worker import preload, foreign_threads
 preload()
 assert foreign_threads() == 0, foreign_threads()
 for _ in range(2):
@@ -179,7 +179,7 @@ def test_the_worker_exits_with_the_repro_that_started_it(tmp_path):
 
 @pytest.mark.slow
 def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, monkeypatch):
-    """The NPU environment's helper (python -m aipc_npu) through pipeline.worker.start_process: a worker of
+    """The NPU environment's helper (python -m aipc_npu) through aipc.worker.start_process: a worker of
     that interpreter preloads torch / transformers / the library once; each helper is a fork of it, driven
     like a Popen (pipes, wait, exit status), and its peak RSS and CPU reach our cost metrics."""
     from pipeline import cost
@@ -214,10 +214,13 @@ def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, mo
         # through the exporter's own call, with the error path: a bad --dtype is the helper's usage error
         from pipeline.errors import PipelineError
 
+        worker.install()  # what `aipc` does at start: the library's helpers go through pipeline.processes
         with pytest.raises(PipelineError) as exc:
             npu.run_helper(Path(python), ["compile", "--src", str(tmp_path), "--out", str(tmp_path / "o"),
                                           "--dtype", "int3"], "a bad dtype")
         assert "int3" in str(exc.value)
+        log = (tmp_path / ".dvc" / "tmp" / "aipc-worker-npu.log").read_text()
+        assert ": aipc_npu compile" in log, "the exporter's helper was forked from the NPU worker"
     finally:
         npu_log = tmp_path / ".dvc" / "tmp" / "aipc-worker-npu.log"
         for pid in set(re.findall(r"worker\[(\d+)\]", npu_log.read_text() if npu_log.exists() else "")):

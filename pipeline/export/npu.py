@@ -153,7 +153,7 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 def helper_worker(params: Params) -> tuple[str, dict[str, str]] | None:
     """(python, environment) of the NPU environment's stage worker, when params has NPU variants and the
-    environment is built; None otherwise (``pipeline.worker`` prewarms it at the download stage)."""
+    environment is built; None otherwise (``aipc.worker`` prewarms it at the download stage)."""
     if not params.npu.variants:
         return None
     python = _interpreter(env_dir(params.npu))
@@ -165,10 +165,10 @@ def _start_helper(python: Path, args: list[str], cwd: str, stderr: int, stdin: i
     """``python -m aipc_npu ARGS``: forked from the NPU environment's warm worker under ``dvc repro`` (its
     torch / transformers / library imports done once per repro), else a fresh process. Both give a
     Popen-like object; ``stdin`` / ``stdout`` None means a pipe."""
-    from .. import worker
+    from .. import processes
 
     env = helper_env()
-    proc = worker.start_process("npu", str(python), "aipc_npu", args, env, cwd, stdin, stdout, stderr)
+    proc = processes.start("npu", str(python), "aipc_npu", args, env, cwd, stdin, stdout, stderr)
     if proc is not None:
         return proc
     return subprocess.Popen([str(python), "-m", "aipc_npu", *args], env=env, cwd=cwd, stderr=stderr,

@@ -24,9 +24,9 @@ def command(targets: tuple[str, ...], jobs: int, force: bool, dry: bool, summary
     """Reproduce dvc.yaml's stages (or TARGETS and what they depend on) as `dvc repro` does, each by
     `dvc repro --single-item`, up to JOBS at a time. Run it in the workspace (the folder of dvc.yaml)."""
     from pipeline.fsutil import write_json
-    from pipeline.repro import budget as repro_budget
-    from pipeline.repro import plan, run
-    from pipeline.repro import summary as summarize
+    from .repro import budget as repro_budget
+    from .repro import plan, run
+    from .repro import summary as summarize
 
     root = Path.cwd()
     steps = plan(root, targets)

@@ -6,7 +6,7 @@ long as an export's own work, and the full pipeline runs some 25 such stages. Un
 (DVC sets ``DVC_STAGE`` for every stage command), a heavy ``aipc`` command therefore hands itself to a
 worker instead of importing:
 
-* the first such command starts the worker (``python -P -m pipeline.worker``), which imports the
+* the first such command starts the worker (``python -P -m aipc.worker``), which imports the
   toolchain once and then listens on an abstract Unix socket whose name is derived from the user, the
   interpreter, the DVC process and the environment (so only an identical setup is ever served);
 * each command sends its argv, working directory, environment and its stdin/stdout/stderr
@@ -106,6 +106,14 @@ def owner_pid() -> int | None:
     return None
 
 
+def install() -> None:
+    """Let the library start its helper processes through this repro's workers (:mod:`pipeline.processes`:
+    the library does not import the machinery; the machinery registers itself)."""
+    from pipeline import processes
+
+    processes.register(start_process)
+
+
 def mode() -> str:
     """``AIPC_WORKER``: ``auto`` (default: under DVC), ``0``/``off`` (never)."""
     value = os.environ.get("AIPC_WORKER", "auto").strip().lower()
@@ -150,7 +158,7 @@ def _spawn(owner: int, addr: bytes, profile: str, python: str, env: dict[str, st
         err = subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            [python, "-P", "-m", "pipeline.worker", "--address", addr[1:].decode(), "--owner", str(owner),
+            [python, "-P", "-m", "aipc.worker", "--address", addr[1:].decode(), "--owner", str(owner),
              "--profile", profile, "--nice", str(nice)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True, close_fds=True,
         )
@@ -261,7 +269,7 @@ class RemoteProcess:
         self.returncode = int(msg["exit"])
         self._conn.close()
         if "maxrss_kib" in msg:  # this process's child for the cost metrics, though the worker forked it
-            from .cost import add_remote_child
+            from pipeline.cost import add_remote_child
 
             add_remote_child(msg["maxrss_kib"], msg["cpu_s"])
         return self.returncode
@@ -445,6 +453,7 @@ def _run_child(req: dict[str, Any], fds: list[int], owner: int) -> None:
             else:
                 from stages.cli import main
 
+                install()  # the stage's own helper processes (the NPU library's) fork from their env's worker
                 main.main(args=sys.argv[1:], prog_name="aipc", standalone_mode=True)
             code = 0
         except SystemExit as ex:
@@ -629,7 +638,7 @@ def _kill(pid: int, sig: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.worker", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m aipc.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--address", required=True, help="abstract socket name (without the leading NUL)")
     ap.add_argument("--owner", type=int, required=True, help="serve while this process lives")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="aipc", help="what to preload")

@@ -15,7 +15,7 @@ makes a process wait for the others' bookkeeping instead of failing. So this mod
   preflight of ``pipeline.preflight``, the one each stage checks itself before it loads a model) fit
   in the memory available when the run started, less what the toolchain workers hold. A stage whose
   peak is unknown (a command that is not ``aipc``'s) runs alone;
-* shares one warm worker (``pipeline.worker``) among all those processes (``AIPC_WORKER_OWNER``):
+* shares one warm worker (``aipc.worker``) among all those processes (``AIPC_WORKER_OWNER``):
   the toolchain is imported once per run, as under one ``dvc repro``.
 
 On a failure no new stage starts; the ones running finish (DVC records them) and the failed stages are
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StagesFailed
+from pipeline.errors import ConfigError, StagesFailed
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _cmd(cmd) -> str:
 def estimate(step: Step, root: Path) -> int | None:
     """The stage's peak memory as its own preflight estimates it, or None when it cannot be known here
     (not an ``aipc`` command, or its inputs say nothing yet): such a stage runs alone."""
-    from . import preflight
+    from pipeline import preflight
 
     try:
         argv = shlex.split(step.cmd)
@@ -142,7 +142,7 @@ def next_steps(pending: Sequence[Step], running: Sequence[Step], done: set[str],
 def reserve_bytes() -> int:
     """Held outside the stages' estimates: the warm workers of the main and the NPU environment (each
     estimate counts the imports once more, so this is on top of a conservative sum)."""
-    from .preflight import BASE_GIB
+    from pipeline.preflight import BASE_GIB
 
     return int(2 * BASE_GIB * GIB)
 
@@ -150,7 +150,7 @@ def reserve_bytes() -> int:
 def budget() -> tuple[int, str]:
     """The memory the stages side by side may use: the preflight's budget (memory available, or
     ``AIPC_MEMORY_BUDGET_GIB``) less :func:`reserve_bytes`, and where the budget came from."""
-    from .preflight import budget_bytes
+    from pipeline.preflight import budget_bytes
 
     have, source = budget_bytes()
     left = have - reserve_bytes()
@@ -167,7 +167,7 @@ def run(root: Path, steps: list[Step], jobs: int, budget: int, dvc_args: Sequenc
     if jobs < 1:
         raise ConfigError(f"--jobs = {jobs}: must be at least 1", fix="use --jobs 1 (one stage at a time) or more")
     env = dict(os.environ)
-    env[OWNER_ENV] = str(os.getpid())  # one warm worker for every dvc process of this run (pipeline.worker)
+    env[OWNER_ENV] = str(os.getpid())  # one warm worker for every dvc process of this run (aipc.worker)
     env.setdefault("PYTHONUNBUFFERED", "1")
     pending = list(steps)
     done: set[str] = set()

@@ -1,0 +1,3 @@
+from aipc.cli import entry
+
+entry()

@@ -1,0 +1,56 @@
+"""The layers point one way: aipc (process machinery) -> stages (commands) -> validation (harness) ->
+pipeline (library). Every import in the source, at module level or inside a function, is read with ast;
+an import of a higher layer fails the test, naming the file, the line and both layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = {"pipeline": 0, "validation": 1, "stages": 2, "aipc": 3}
+# the NPU environment's own package runs in another interpreter; it may use the library (pipeline.torchload)
+OTHER = {ROOT / "envs" / "npu" / "aipc_npu": 0}
+
+
+def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every absolute import, and of relative ones resolved to their package."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = path.relative_to(root).parts[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append((node.lineno, package if node.level else (node.module or "").split(".")[0]))
+    return out
+
+
+def wrong_way_imports(root: Path = ROOT) -> list[str]:
+    found = []
+    for top, rank in LAYERS.items():
+        for path in sorted((root / top).rglob("*.py")):
+            for line, target in _imports(path, root):
+                if LAYERS.get(target, -1) > rank:
+                    found.append(f"{path.relative_to(root)}:{line}: {top} (layer {rank}) imports {target} "
+                                 f"(layer {LAYERS[target]})")
+    for folder, rank in OTHER.items() if root == ROOT else ():
+        for path in sorted(folder.rglob("*.py")):
+            for line, target in _imports(path, root):
+                if LAYERS.get(target, -1) > rank:
+                    found.append(f"{path.relative_to(root)}:{line}: the NPU environment imports {target}")
+    return found
+
+
+def test_no_layer_imports_a_layer_above_it():
+    assert wrong_way_imports() == [], "wrong-way imports:\n" + "\n".join(wrong_way_imports())
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path):
+    """The check itself: a library module that imports the command layer lazily is caught."""
+    for top in LAYERS:
+        (tmp_path / top).mkdir()
+    (tmp_path / "pipeline" / "x.py").write_text("def f():\n    from stages.cli import main\n    return main\n")
+    (tmp_path / "validation" / "y.py").write_text("from pipeline import config\n")
+    assert wrong_way_imports(tmp_path) == [
+        "pipeline/x.py:2: pipeline (layer 0) imports stages (layer 2)"], wrong_way_imports(tmp_path)
