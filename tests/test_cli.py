@@ -170,3 +170,10 @@ def test_report_shows_cost_next_to_accuracy(tmp_path):
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("export-openvino-int4"))
     assert "12.5" in line and "1500" in line
     assert "15.5" in next(ln for ln in r.stdout.splitlines() if ln.startswith("total"))
+
+
+def test_python_dash_m_aipc_is_the_command():
+    """`python -m aipc` is the same command as the console script, `aipc repro` included (the machinery's
+    own command, added by aipc.cli on top of the command layer)."""
+    r = subprocess.run([sys.executable, "-m", "aipc", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "repro" in r.stdout and "publish" in r.stdout, r.stdout + r.stderr
