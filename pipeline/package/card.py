@@ -236,8 +236,11 @@ def _verify_section(m: dict[str, Any]) -> list[str]:
             f"command line (`{install}`):", "",
             "```bash",
             f"hf download {m['repo_id']} --local-dir {folder}",
-            f"model_signing verify key {folder} --signature {folder}/{sig['file']} --public_key {folder}/{sig['public_key']}",
+            f"model_signing verify key {folder} --signature {folder}/{sig['file']} --public_key {folder}/{sig['public_key']} "
+            f"--ignore-paths {folder}/.cache",
             "```", "",
+            "(`hf download --local-dir` keeps its own bookkeeping in `.cache/` inside the folder: not part of the "
+            "bundle.)", "",
             "It prints `Verification succeeded`, and fails naming the file if any byte changed. It proves the files "
             "are what the key signed; compare the key (or its fingerprint) with the one the publisher announces, "
             "since anyone can re-sign a copy with a key of their own."]
