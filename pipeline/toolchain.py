@@ -68,10 +68,24 @@ def read_pins(path) -> dict[str, str]:
     return pins
 
 
+def installed_versions() -> dict[str, str]:
+    """``{normalized name: version}`` of what this interpreter's environment has installed: its own
+    site-packages only (not whatever else is on sys.path, where a test or a plugin may have put another
+    environment's packages), the first of a name winning as for an import."""
+    import sysconfig
+
+    paths = list(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
+    out: dict[str, str] = {}
+    for d in metadata.distributions(path=paths):
+        if d.metadata["Name"]:
+            out.setdefault(_norm(d.metadata["Name"]), d.version)
+    return out
+
+
 def drift(pins: dict[str, str], installed: dict[str, str] | None = None) -> list[str]:
     """``"name: installed X, lock Y"`` for every pinned package installed at another version (or not at all)."""
     if installed is None:
-        installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+        installed = installed_versions()
     return [f"{name}: installed {installed.get(name, 'nothing')}, pinned {want}"
             for name, want in sorted(pins.items()) if installed.get(name) != want]
 

@@ -113,17 +113,19 @@ def test_deps_exist_or_are_produced():
             assert d in produced or folder or (ROOT / d).exists(), f"{name}: dep {d} neither in the repo nor produced"
 
 
-def test_stage_commands_are_aipc_commands():
+def test_stage_commands_are_aipc_commands(monkeypatch):
     from click.testing import CliRunner
 
     from stages.cli import main
 
+    # what is checked here is the command line; the toolchain check on --cost-metrics has its own test
+    monkeypatch.setenv("AIPC_ALLOW_TOOLCHAIN_DRIFT", "1")
     for name, st in STAGES.items():
         argv = st["cmd"].split()
         assert argv[0] == "aipc", name
         # every subcommand path must resolve; --help must work on it
         r = CliRunner().invoke(main, argv[1:-1] + ["--help"] if len(argv) > 2 else argv[1:] + ["--help"])
-        assert r.exit_code == 0, (name, r.output)
+        assert r.exit_code == 0, (name, r.output[-2000:])
 
 
 def test_artifacts_are_not_in_git():
@@ -201,6 +203,16 @@ def test_a_drifted_toolchain_is_refused_naming_the_package_and_both_versions(tmp
     monkeypatch.setenv("AIPC_ALLOW_TOOLCHAIN_DRIFT", "1")
     check_toolchain(tmp_path)  # a warning, no error
     assert drift({"not-a-package": "1.0"}, {}) == ["not-a-package: installed nothing, pinned 1.0"]
+    # another environment's packages on sys.path (a test, a plugin) are not this environment's
+    other = tmp_path / "other-site"
+    (other / "nncf-0.0.1.dist-info").mkdir(parents=True)
+    (other / "nncf-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: nncf\nVersion: 0.0.1\n")
+    monkeypatch.delenv("AIPC_ALLOW_TOOLCHAIN_DRIFT")
+    import sys
+
+    for path in ([str(other), *sys.path], [*sys.path, str(other)]):  # before and after this environment's own
+        monkeypatch.setattr(sys, "path", path)
+        assert drift(read_pins(ROOT / "requirements/lock.txt")) == [], path[:2]
 
 
 def _dvc(ws: Path, *args: str):

@@ -181,11 +181,14 @@ def test_manifest_is_deterministic_and_complete(built, tmp_path):
     # the source's config.json byte for byte (optimum writes transformers 5's rewrite of it), in every bundle
     for name in ("openvino-int4", "ortgenai-cpu-int4"):
         assert (bundle(built, name) / "config.json").read_bytes() == (built / "artifacts/source/config.json").read_bytes()
-    # every file but manifest.json, with its sha256 and size; the artifact files, license files and the card
-    files = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()} - {"manifest.json"}
+    # every file but manifest.json and the signature over both, with its sha256 and size; the artifact files,
+    # license files, the card and the signing key's public half
+    files = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()} - {"manifest.json", "model.sig"}
     assert set(m["files"]) == files
     assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "aipc_export.json",
-            "LICENSE", "NOTICE.md", "README.md"} <= files
+            "LICENSE", "NOTICE.md", "README.md", "signing-key.pub.pem"} <= files
+    assert m["signature"]["fingerprint"].startswith("sha256:") and m["signature"]["key"] == "development"
+    assert m["build"]["code_commit"]  # built outside DVC here: no dvc.lock record, the code's commit only
     for name, meta in m["files"].items():
         assert meta == {"sha256": sha256_file(first / name), "size": (first / name).stat().st_size}
     assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", json.dumps(m)), "no timestamps"
@@ -608,9 +611,11 @@ def test_a_bundle_changed_and_re_signed_is_refused_by_what_dvc_lock_records(repr
         with signing.signing_key() as key:
             for name in ("manifest.json", signing.PUBLIC_KEY, signing.SIGNATURE):
                 (folder / name).unlink()
+            (folder / signing.PUBLIC_KEY).write_bytes(key.public_pem)
+            m["files"][signing.PUBLIC_KEY].update(sha256=sha256_file(folder / signing.PUBLIC_KEY),
+                                                  size=len(key.public_pem))
             m["signature"]["fingerprint"] = key.fingerprint
             write_json(folder / "manifest.json", m)
-            (folder / signing.PUBLIC_KEY).write_bytes(key.public_pem)
             signing.sign(folder, key)
     r = aipc(copy, {k: v for k, v in env.items() if k != "PYTHONPATH"}, "publish", "--all", "--dry-run")
     assert r.returncode == 8, r.stdout + r.stderr
