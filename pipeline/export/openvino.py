@@ -23,6 +23,23 @@ from ..toolchain import disable_telemetry, versions
 
 log = logging.getLogger(__name__)
 
+
+class _OfflineFormatProbe(logging.Filter):
+    """optimum-intel 2.1's ``from_pretrained`` probes whether a model is already OpenVINO IR; with
+    ``HF_HUB_OFFLINE`` it reads the probe's answer from the Hub cache even for a local folder, fails, logs
+    "Could not infer whether the model was already converted ..." and then loads the folder as IR anyway
+    (the pipeline only loads IR folders it wrote). The one record is dropped; nothing else is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Could not infer whether the model was already converted")
+
+
+def quiet_offline_format_probe() -> None:
+    """Install :class:`_OfflineFormatProbe` on optimum-intel's model loader logger (idempotent)."""
+    logger = logging.getLogger("optimum.intel.openvino.modeling_base")
+    if not any(isinstance(f, _OfflineFormatProbe) for f in logger.filters):
+        logger.addFilter(_OfflineFormatProbe())
+
 BACKEND = "openvino"
 EXPORT_JSON = "aipc_export.json"
 TASK = "text-generation-with-past"
@@ -118,6 +135,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
     """
     from .. import paths
 
+    quiet_offline_format_probe()  # optimum-intel loads the compressed IR back (the NPU variant's blob step)
     variant = params.openvino.variants[key]
     model_config = read_model_config(source_dir)
     variant.check_model(key, layer_widths(model_config))
@@ -319,8 +337,9 @@ def _quantize_with_calibration(source_dir: Path, folder: Path, qcfg: dict[str, A
     from optimum.gptq.data import prepare_dataset
     from optimum.intel import OVModelForCausalLM
 
-    # a str: optimum-intel calls str methods on it (a Path logs "Could not infer whether the model was already
-    # converted ... Path.replace() takes 2 positional arguments" on every load)
+    # a str: optimum-intel calls str methods on it (a Path fails its format probe with "Path.replace() takes 2
+    # positional arguments"); offline, the probe fails anyway and says so: quiet_offline_format_probe
+    quiet_offline_format_probe()
     model = OVModelForCausalLM.from_pretrained(str(folder), compile=False, use_cache=True)
     n = min(num_samples or len(windows), len(windows))
     items = [{"input_ids": torch.as_tensor(w[None, :]), "attention_mask": torch.ones(1, len(w), dtype=torch.long)}

@@ -162,6 +162,9 @@ class OpenVINORunner(Runner):
             # resident to the end: compile and the first inference (weight packing) drop its pages
             with pages_dropped_while(self.folder, *self._cache_dirs()):
                 # a str, not a Path: see pipeline/export/openvino.py (optimum-intel's format probe)
+                from pipeline.export.openvino import quiet_offline_format_probe
+
+                quiet_offline_format_probe()
                 self._model = OVModelForCausalLM.from_pretrained(str(self.folder), device=self.device,
                                                                  ov_config=dict(self.props), compile=True)
                 return self._forward(x)
