@@ -34,6 +34,7 @@ from .errors import PublishError
 from .fsutil import sha256_file
 from .package import bundle_dir, check_variant
 from .package import manifest as mf
+from .package import signing
 from .package.card import human
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def check_bundle(folder: Path, params=None) -> dict[str, Any]:
     if not folder.is_dir():
         raise PublishError(f"{folder}: no such bundle", fix="build it with `aipc bundle BACKEND VARIANT` (or `dvc repro`)")
     m = mf.read_manifest(folder)
-    mf.check_files(folder, m, where=f"bundle {folder}", allow_extra=(mf.SIGNATURE,), fix=_rebuild_fix(m))
+    mf.check_files(folder, m, where=f"bundle {folder}", allow_extra=(signing.SIGNATURE,), fix=_rebuild_fix(m))
     check_signature(folder, m, params)
     check_binding(folder, m)
     problems = mf.failed_verdicts(m)
@@ -86,16 +87,13 @@ def check_signature(folder: Path, m: dict[str, Any], params=None) -> str:
     """model.sig verifies: against bundle.public_key of params.yaml when it names the release key (a bundle
     signed with any other key is refused), else against the key the bundle ships (its integrity); returns
     the fingerprint it verified with."""
-    from .package import signing
-
     release = getattr(getattr(params, "bundle", None), "public_key", None)
     key = Path(release) if release else folder / signing.PUBLIC_KEY
     if release and not key.is_file():
         raise PublishError(f"params.yaml: bundle.public_key: {release}: no such file",
                            fix="commit the release's public key there (PEM), or remove the setting")
-    signing.verify(folder, key, where=f"bundle {folder}", fix=_rebuild_fix(m) + (
+    return signing.verify(folder, key, where=f"bundle {folder}", fix=_rebuild_fix(m) + (
         f" with the release key (AIPC_SIGNING_KEY, the private half of {release})" if release else ""))
-    return signing.fingerprint(key.read_bytes())
 
 
 def check_binding(folder: Path, m: dict[str, Any], workspace: Path = Path(".")) -> None:
@@ -278,7 +276,7 @@ class Plan:
 
 def _local_files(folder: Path, m: dict[str, Any]) -> dict[str, dict[str, Any]]:
     files = dict(m["files"])
-    for name in (mf.MANIFEST, mf.SIGNATURE):  # the two files the manifest cannot list
+    for name in (mf.MANIFEST, signing.SIGNATURE):  # the two files the manifest cannot list
         if (folder / name).is_file():
             files[name] = {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
     return files
@@ -512,8 +510,6 @@ def verify(repo_id: str, revision: str | None = None, echo: Echo = print,
     the key the bundle ships) and every file against its manifest.json."""
     from huggingface_hub import snapshot_download
 
-    from .package import signing
-
     with tempfile.TemporaryDirectory(prefix="aipc-verify-") as cache:
         try:
             folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache))
@@ -525,7 +521,7 @@ def verify(repo_id: str, revision: str | None = None, echo: Echo = print,
         fix = (f"re-publish it: `aipc publish artifacts/bundles/{m.get('name', '<bundle>')}` "
                "(bundle repos are never edited by hand)")
         try:
-            files = mf.check_files(folder, m, where=where, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE), fix=fix)
+            files = mf.check_files(folder, m, where=where, allow_extra=(*mf.HUB_FILES, signing.SIGNATURE), fix=fix)
         except PublishError as err:
             damaged = _damaged_storage(repo_id, commit, folder, m)
             if damaged:
@@ -538,9 +534,8 @@ def verify(repo_id: str, revision: str | None = None, echo: Echo = print,
                         "operators, and meanwhile load a local copy of the bundle") from None
             raise err from None
         key = Path(public_key) if public_key else folder / signing.PUBLIC_KEY
-        signing.verify(folder, key, where=where, fix=fix)  # and manifest.json is the one that was signed
+        fp = signing.verify(folder, key, where=where, fix=fix)  # and manifest.json is the one that was signed
         total = sum(f["size"] for f in files.values())
-        fp = signing.fingerprint(key.read_bytes())
         whose = (f"the key {public_key} ({fp})" if public_key else
                  f"the key it ships ({fp}; compare it with the publisher's, or pass --public-key)")
         echo(f"verified {where}: signed by {whose}; {len(files)} files + manifest.json, {human(total)}, "

@@ -52,8 +52,7 @@ def read_text(section: str, entry: str) -> str:
 def text_record(section: str, entry: str) -> dict[str, str]:
     """What a stage records of a text it used: the file (as params name it) and its sha256."""
     path = text_path(section, entry)
-    shown = f"validation/data/{'eval' if section == 'validation' else section}/{entry}.txt" \
-        if path.parent == SHIPPED[section] else entry
+    shown = path.relative_to(DATA.parent.parent).as_posix() if path.parent == SHIPPED[section] else entry
     return {"file": shown, "sha256": sha256_file(path)}
 
 

@@ -67,7 +67,7 @@ def _git(dest: Path):
     return Git(str(dest)) if (dest / ".git").exists() else Git.init(str(dest))
 
 
-def _copy_in(scm, repo_root: Path, dest: Path, name: str) -> bool:
+def _copy_in(scm, repo_root: Path, dest: Path, name: str) -> None:
     """Copy the checkout's ``name`` into the workspace; refuse to drop uncommitted edits of it."""
     src, dst = repo_root / name, dest / name
     new = src.read_bytes()
@@ -76,7 +76,7 @@ def _copy_in(scm, repo_root: Path, dest: Path, name: str) -> bool:
     elif dst.exists():
         old = dst.read_bytes()
         if old == new:
-            return False
+            return
         try:
             head = scm.get_rev()
         except Exception:  # noqa: BLE001 - scmrepo's error for a repository with no commit: init made it
@@ -93,7 +93,6 @@ def _copy_in(scm, repo_root: Path, dest: Path, name: str) -> bool:
     tmp = dst.with_name(f".{name}.tmp")
     tmp.write_bytes(new)
     tmp.replace(dst)
-    return True
 
 
 def create(dest: Path, profile: Path | None = None, repo_root: Path = REPO_ROOT) -> Path:

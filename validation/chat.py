@@ -39,6 +39,7 @@ def fetch_bundle(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     from pipeline.package import manifest as mf
+    from pipeline.package import signing
     from pipeline.publish import hub_error
 
     try:
@@ -46,7 +47,7 @@ def fetch_bundle(repo_id: str, revision: str | None = None) -> Path:
     except Exception as err:  # noqa: BLE001
         raise hub_error(err, repo_id, "downloading") from None
     m = mf.read_manifest(folder, where=repo_id)
-    mf.check_files(folder, m, where=repo_id, allow_extra=(*mf.HUB_FILES, mf.SIGNATURE),
+    mf.check_files(folder, m, where=repo_id, allow_extra=(*mf.HUB_FILES, signing.SIGNATURE),
                    fix="delete the cached copy (huggingface-cli / hf cache) and download again")
     return folder
 

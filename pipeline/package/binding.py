@@ -17,17 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PublishError
+from ..fsutil import file_digest
 
 LOCK = "dvc.lock"
-_CHUNK = 1 << 20
 
 
 def md5_file(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    """The md5 DVC records for a file (its plain content hash)."""
+    return file_digest(path, lambda: hashlib.md5(usedforsecurity=False))
 
 
 def dvc_record(workspace: Path, artifact_dir: Path) -> dict[str, Any] | None:

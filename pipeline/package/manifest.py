@@ -29,7 +29,6 @@ EXPORT_JSON = "aipc_export.json"
 SOURCE_JSON = "source.json"
 # files the Hub adds to every repo; tolerated by `aipc verify`, never part of a bundle
 HUB_FILES = (".gitattributes",)
-SIGNATURE = "model.sig"  # signs every other file, manifest.json included, so manifest.json cannot list it (signing.py)
 
 LIBRARY = {"openvino": "openvino", "ortgenai": "onnxruntime-genai", "npu": "intel-npu-acceleration-library"}
 # toolchain entries the card's "minimum runtime" falls back to when the export record has none

@@ -210,9 +210,10 @@ def sign(folder: Path, key: SigningKey) -> Path:
     return out
 
 
-def verify(folder: Path, public_key: Path, where: str, fix: str) -> None:
+def verify(folder: Path, public_key: Path, where: str, fix: str) -> str:
     """Check ``folder/model.sig`` against ``public_key`` (a PEM file) and every file's sha256; one
-    PublishError naming what differs otherwise."""
+    PublishError naming what differs otherwise. Returns the key's fingerprint (of its canonical PEM, as the
+    manifest records it, whatever the file's own formatting)."""
     from model_signing import verifying
 
     folder = Path(folder)
@@ -229,6 +230,7 @@ def verify(folder: Path, public_key: Path, where: str, fix: str) -> None:
          .set_hashing_config(_hashing(allow_symlinks=True)).verify(folder, sig))
     except Exception as err:  # noqa: BLE001 - model-signing raises six unrelated types; any of them = not verified
         raise PublishError(f"{where}: {describe_failure(err, sig, want)}", fix=fix) from None
+    return want
 
 
 def describe_failure(err: BaseException, sig: Path, want: str) -> str:
