@@ -66,14 +66,13 @@ def plan(root: Path, targets: Sequence[str] = ()) -> list[Step]:
     """The stages ``dvc repro [targets]`` would consider, in its order, each with the stages it waits for."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    from pipeline.compat.dvc import repro_plan
 
     try:
         # DVC resolves targets (stage names, dvc.yaml) against the working directory, as `dvc repro` does
         with contextlib.chdir(root), Repo(str(root)) as repo:
-            stages = collect_stages(repo, list(targets) or ["dvc.yaml"])
-            full = repo.index.graph
-            order = plan_repro(get_active_graph(full), stages)
+            order, full = repro_plan(repo, list(targets) or ["dvc.yaml"])
             names = {s: s.addressing for s in order}
             steps = []
             for s in order:

@@ -402,7 +402,7 @@ class OrtGenAIVariant(_Strict):
     @property
     def int4_graph_on_disk(self) -> bool:
         """Whether the builder's default INT4 quantizer gets its float graph from a temp file
-        (pipeline.export.ortgenai.unquantized_graph_on_disk); rtn/k_quant quantize in memory."""
+        (pipeline.compat.ortgenai_builder.unquantized_graph_on_disk); rtn/k_quant quantize in memory."""
         return self.precision == "int4" and self.algo in (None, "default")
 
     @property

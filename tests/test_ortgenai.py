@@ -167,7 +167,8 @@ def test_longrope_128k_config_builds(tmp_path, embedded_dir):
 def test_int4_quantized_from_disk_is_byte_identical_to_the_builder_in_memory(tmp_path, tiny_phi3, key, variant):
     """The export hands the builder's float graph to the quantizer from a temp file (the memory fix);
     the model must be exactly what the builder writes when it keeps that graph in memory."""
-    from pipeline.export.ortgenai import SPILL_DIR, make_genai_config_portable, run_builder
+    from pipeline.compat.ortgenai_builder import SPILL_DIR
+    from pipeline.export.ortgenai import make_genai_config_portable, run_builder
 
     out, rec = _build(tmp_path, tiny_phi3, key, variant)
     # k_quant/rtn keep the builder's in-memory path (onnx refuses absolute external-data paths there)
@@ -193,7 +194,8 @@ def test_layers_built_without_random_init_are_byte_identical(tmp_path, tiny_phi3
     (The INT4 variants are compared the same way by the test above.)"""
     import torch
 
-    from pipeline.export.ortgenai import layers_without_random_init, make_genai_config_portable, run_builder
+    from pipeline.compat.ortgenai_builder import layers_without_random_init
+    from pipeline.export.ortgenai import make_genai_config_portable, run_builder
 
     calls = []
     real = torch.nn.init.kaiming_uniform_
@@ -220,9 +222,9 @@ def test_no_random_init_inside_the_builders_make_layer():
     creates keeps torch.empty's memory instead of a kaiming_uniform_ fill), and the wrap is undone after."""
     import torch
 
-    from pipeline.export.ortgenai import _builder_model_class, layers_without_random_init
+    from pipeline.compat.ortgenai_builder import builder_model_class, layers_without_random_init
 
-    model_class = _builder_model_class()
+    model_class = builder_model_class()
     upstream = model_class.make_layer
     seen = []
 

@@ -15,6 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..compat import nncf as nncf_compat
+from ..compat import optimum_intel
+from ..compat.optimum_intel import TASK, quiet_offline_format_probe
 from ..config import OpenVINOVariant, Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import MappedPages, atomic_dir, write_json
@@ -24,25 +27,8 @@ from ..toolchain import disable_telemetry, versions
 log = logging.getLogger(__name__)
 
 
-class _OfflineFormatProbe(logging.Filter):
-    """optimum-intel 2.1's ``from_pretrained`` probes whether a model is already OpenVINO IR; with
-    ``HF_HUB_OFFLINE`` it reads the probe's answer from the Hub cache even for a local folder, fails, logs
-    "Could not infer whether the model was already converted ..." and then loads the folder as IR anyway
-    (the pipeline only loads IR folders it wrote). The one record is dropped; nothing else is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Could not infer whether the model was already converted")
-
-
-def quiet_offline_format_probe() -> None:
-    """Install :class:`_OfflineFormatProbe` on optimum-intel's model loader logger (idempotent)."""
-    logger = logging.getLogger("optimum.intel.openvino.modeling_base")
-    if not any(isinstance(f, _OfflineFormatProbe) for f in logger.filters):
-        logger.addFilter(_OfflineFormatProbe())
-
 BACKEND = "openvino"
 EXPORT_JSON = "aipc_export.json"
-TASK = "text-generation-with-past"
 BASE = "base"  # the base IR's name in records (folder: artifacts/openvino-base)
 # any INT4 config: main_export reads only that one is set (no size-based INT8 default, no KV_CACHE_PRECISION)
 BASE_QUANTIZATION = {"bits": 4, "sym": True, "group_size": -1, "ratio": 1.0}
@@ -167,23 +153,13 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
                 if calibration is not None:
                     _quantize_with_calibration(source_dir, tmp, qcfg, calibration[1], variant.num_samples)
                 else:
-                    from optimum.exporters.openvino.__main__ import _main_quantize
-
-                    _main_quantize(
-                        model_name_or_path=str(source_dir),
-                        task=TASK,
-                        library_name="transformers",
-                        quantization_config=qcfg,
-                        output=tmp,
-                        cache_dir=None,
-                        trust_remote_code=False,
-                    )
+                    optimum_intel.main_quantize(source_dir, tmp, qcfg)
                 _unshare(base, tmp)
             else:
                 _copy_base(base, tmp, link_model=False)
                 fp16_from_base(base, tmp)
         except Exception as err:  # noqa: BLE001
-            if type(err).__name__ == "InvalidGroupSizeError":
+            if nncf_compat.is_invalid_group_size(err):
                 raise ExportError(
                     f"params.yaml: openvino.variants.{key}.group_size = {variant.group_size}: {err}",
                     fix=f"choose a group size dividing every layer's input width, or set "
@@ -346,16 +322,7 @@ def _quantize_with_calibration(source_dir: Path, folder: Path, qcfg: dict[str, A
              for w in windows[:n]]
     dataset = nncf.Dataset(prepare_dataset(items), lambda x: model.prepare_inputs(**x))
     log.info("data-aware compression with %d calibration windows x %d tokens", n, windows.shape[1])
-    model._apply_quantization(
-        {**qcfg, "num_samples": n},
-        compile_only=False,
-        compile_model=False,
-        model_name_or_path=str(source_dir),
-        trust_remote_code=False,
-        save_directory=folder,
-        immediate_save=True,
-        calibration_dataset=dataset,
-    )
+    optimum_intel.apply_quantization(model, {**qcfg, "num_samples": n}, source_dir, folder, dataset)
 
 
 def precompile_npu_blob(folder: Path) -> dict[str, Any]:

@@ -6,29 +6,29 @@ notably ``onnxruntime-genai-directml`` on Windows, whose releases lag the builde
 :func:`make_tokenizer_portable`). The options that really reached the graph (MatMulNBits
 ``block_size`` / ``accuracy_level``, symmetric or not) are read back and recorded.
 
-Memory: for INT4 the builder hands its whole float graph to ORT's ``MatMulNBitsQuantizer`` as one
-in-memory ``ModelProto`` (``ir.to_proto``), i.e. a second, materialized copy of every weight (fp16
-for DirectML, fp32 for CPU) next to the memory-mapped checkpoint. :func:`unquantized_graph_on_disk`
-makes that one call write the graph to a temp ONNX file instead (``ir.save`` evaluates the builder's
-lazy casts one tensor at a time) and gives the quantizer a proto whose initializers point into that
-file; the quantizer reads each weight from disk as it quantizes it. The output is byte-identical
-(tested); peak RSS per layer of real Phi-3-mini shapes goes from 0.48 to 0.27 GiB (dml-int4) and
-from 0.71 to 0.29 GiB (cpu-int4), benchmarks/ortgenai_memory.py (README).
+Memory: for INT4 the builder hands its whole float graph to ORT's ``MatMulNBitsQuantizer`` as one in-memory
+``ModelProto`` (``ir.to_proto``), i.e. a second, materialized copy of every weight (fp16 for DirectML, fp32
+for CPU) next to the memory-mapped checkpoint.
+:func:`~pipeline.compat.ortgenai_builder.unquantized_graph_on_disk` makes that one call write the graph to a
+temp ONNX file instead (``ir.save`` evaluates the builder's lazy casts one tensor at a time) and gives the
+quantizer a proto whose initializers point into that file; the quantizer reads each weight from disk as it
+quantizes it. The output is byte-identical (tested); peak RSS per layer of real Phi-3-mini shapes goes from
+0.48 to 0.27 GiB (dml-int4) and from 0.71 to 0.29 GiB (cpu-int4), benchmarks/ortgenai_memory.py
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..compat import ortgenai_builder as builder
+from ..compat.ortgenai_builder import SPILL_DIR, layers_without_random_init, unquantized_graph_on_disk
 from ..config import OrtGenAIVariant, Params, layer_widths
 from ..errors import ExportError
 from ..fsutil import atomic_dir, read_json, write_json
@@ -106,128 +106,9 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
 
 
 def run_builder(key: str, variant: OrtGenAIVariant, source_dir: Path, out: Path, cache: Path) -> None:
-    """The builder's Python entry (what its ``-m`` form runs) for one variant, options as extra_options."""
-    from onnxruntime_genai.models.builder import create_model, parse_extra_options
-
-    extra = [f"{k}={v}" for k, v in variant.builder_extra_options().items()]
-    log.info("building ORT GenAI %s (%s, %s%s)", key, variant.precision, variant.execution_provider,
-             f", {' '.join(extra)}" if extra else "")
-    options = parse_extra_options(
-        model_name=str(source_dir), input_path=str(source_dir), output_dir=str(out),
-        precision=variant.precision, execution_provider=variant.execution_provider,
-        cache_dir=str(cache), extra_options=extra,
-    )
-    create_model(str(source_dir), str(source_dir), str(out), variant.precision, variant.execution_provider,
-                 str(cache), **options)
-
-
-SPILL_DIR = ".aipc-unquantized"
-
-
-def _spill_to_disk(model: Any, spill_dir: Path) -> Any:
-    """``ir.to_proto(model)``, but every initializer over 1 KiB lives in ``spill_dir`` as external data.
-
-    The locations are absolute, so ORT's quantizer (``ir.from_proto(t).numpy()``, no base dir)
-    memory-maps each weight from the file only while it quantizes it.
-    """
-    import onnx
-    import onnx_ir as ir
-
-    spill_dir.mkdir(parents=True, exist_ok=True)
-    path, data = spill_dir / "unquantized.onnx", spill_dir / "unquantized.onnx.data"
-    ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)
-    proto = onnx.load(str(path), load_external_data=False)
-    data_path = str(data.resolve())
-    for t in proto.graph.initializer:
-        for entry in t.external_data:
-            if entry.key == "location":
-                entry.value = data_path
-    return proto
-
-
-def _builder_model_class() -> Any:
-    """The builder's ``builders.base.Model`` (imported as a top-level module by the builder), or None."""
-    import onnxruntime_genai.models.builder  # noqa: F401  (puts its `builders` package on sys.path)
-
-    base = sys.modules.get("builders.base")
-    return getattr(base, "Model", None) if base is not None else None
-
-
-@contextlib.contextmanager
-def layers_without_random_init() -> Iterator[bool]:
-    """While the builder maps each decoder layer to ONNX ops, torch's weight-init functions do nothing.
-
-    To split a fused projection (Phi-3's ``qkv_proj`` and ``gate_up_proj``) the builder creates
-    ``torch.nn.Linear`` modules and assigns each a slice of the loaded weight right after, so the
-    fp32 random init ``Linear`` runs in its constructor is computed and thrown away: measured 2.5 s of
-    a 23 s dml-int4 build at 4 Phi-3-mini layers, about 20 s per variant at 32 layers. Wraps only the
-    builder's ``make_layer`` (the weights are already loaded then) in transformers' own
-    ``no_init_weights``; the written model is byte-identical (tests/test_ortgenai.py). Yields whether
-    the wrap is in place (False, with a warning, if the builder's layout changed).
-    """
-    from unittest import mock
-
-    from transformers.initialization import no_init_weights
-
-    model_class = _builder_model_class()
-    if model_class is None or not hasattr(model_class, "make_layer"):
-        log.warning("onnxruntime-genai builder layout not recognized: its layers are built with torch's random init")
-        yield False
-        return
-    upstream = model_class.make_layer
-
-    def make_layer(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with no_init_weights():
-            return upstream(self, *args, **kwargs)
-
-    with mock.patch.object(model_class, "make_layer", make_layer):
-        yield True
-
-
-@contextlib.contextmanager
-def unquantized_graph_on_disk(spill_dir: Path, enabled: bool = True) -> Iterator[list[Path]]:
-    """While the builder runs, its ``to_nbits`` gets the float graph from disk, not from memory.
-
-    Wraps only the one ``ir.to_proto(self.model)`` call inside the builder's own ``to_nbits``;
-    everything else (quantizer choice, mixed precision, exact overrides) is the builder's code.
-    Yields the list of spill folders used (empty: the graph stayed in memory). The builder imports its classes as the top-level
-    module ``builders.base``; if that layout changes, this logs a warning and changes nothing.
-
-    Only for the builder's default quantizer (``enabled``): its RTN / k_quant paths load weights
-    through ``onnx.numpy_helper``, which refuses absolute external-data locations, and they
-    rebuild the whole graph anyway, so they keep the upstream in-memory path.
-    """
-    from unittest import mock
-
-    import onnx_ir as ir
-
-    spills: list[Path] = []
-    if not enabled:
-        yield spills
-        return
-    model_class = _builder_model_class()
-    if model_class is None or not hasattr(model_class, "to_nbits"):
-        log.warning("onnxruntime-genai builder layout not recognized: INT4 quantization runs in memory")
-        yield spills
-        return
-    upstream_to_nbits = model_class.to_nbits
-    real_to_proto = ir.to_proto
-
-    def to_nbits(self: Any) -> Any:
-        def to_proto(obj: Any) -> Any:
-            if obj is self.model:
-                spills.append(spill_dir / str(len(spills) + 1))
-                return _spill_to_disk(obj, spills[-1])
-            return real_to_proto(obj)
-
-        with mock.patch.object(ir, "to_proto", to_proto):
-            return upstream_to_nbits(self)
-
-    try:
-        with mock.patch.object(model_class, "to_nbits", to_nbits):
-            yield spills
-    finally:
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    """The builder's Python entry for one params.yaml variant (:func:`pipeline.compat.ortgenai_builder.run_builder`)."""
+    builder.run_builder(key, variant.precision, variant.execution_provider, variant.builder_extra_options(),
+                        source_dir, out, cache)
 
 
 # genai_config.json keys the 0.18 builder writes with their default value and older parsers reject

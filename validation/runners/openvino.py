@@ -162,7 +162,7 @@ class OpenVINORunner(Runner):
             # resident to the end: compile and the first inference (weight packing) drop its pages
             with pages_dropped_while(self.folder, *self._cache_dirs()):
                 # a str, not a Path: see pipeline/export/openvino.py (optimum-intel's format probe)
-                from pipeline.export.openvino import quiet_offline_format_probe
+                from pipeline.compat.optimum_intel import quiet_offline_format_probe
 
                 quiet_offline_format_probe()
                 self._model = OVModelForCausalLM.from_pretrained(str(self.folder), device=self.device,
