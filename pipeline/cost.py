@@ -10,6 +10,7 @@ including those a stage worker forked for it (``add_remote_child``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import time
@@ -18,12 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from .fsutil import write_json
+from .records import CostRecord, Machine
 
+log = logging.getLogger(__name__)
 
 # Processes this one started through a worker of another environment (aipc.worker.start_process: the NPU
 # environment's helper) are the worker's children, not ours, so getrusage(RUSAGE_CHILDREN) cannot see them:
 # the worker reports their rusage with their exit status, and it is counted here as a child's.
 _remote = {"maxrss_kib": 0, "cpu_s": 0.0}
+
+
+# the device the stage's model ran on, as the backend chose it (a runner or the NPU compile notes it); the
+# conversions themselves run on the CPU
+_device: dict[str, str] = {}
+
+
+def note_device(device: str) -> None:
+    """Record the device the current stage's model runs on, for its closing line."""
+    _device["used"] = device
 
 
 def add_remote_child(maxrss_kib: int, cpu_s: float) -> None:
@@ -57,19 +70,22 @@ def measure(stage: str, out: Path | None) -> Iterator[None]:
     c1 = os.times()
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, _remote["maxrss_kib"])
-    write_json(out, {
-        "stage": stage,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "cpu_s": round((c1.user - c0.user) + (c1.system - c0.system)
-                       + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
-                       + (_remote["cpu_s"] - remote_cpu0), 2),
-        "peak_rss_mib": _mib(max(self_rss, child_rss)),
-        "peak_rss_self_mib": _mib(self_rss),
-        "peak_rss_children_mib": _mib(child_rss),
-        "machine": machine(),
+    record = CostRecord(
+        stage=stage,
+        wall_s=round(time.perf_counter() - t0, 2),
+        cpu_s=round((c1.user - c0.user) + (c1.system - c0.system)
+                    + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+                    + (_remote["cpu_s"] - remote_cpu0), 2),
+        peak_rss_mib=_mib(max(self_rss, child_rss)),
+        peak_rss_self_mib=_mib(self_rss),
+        peak_rss_children_mib=_mib(child_rss),
+        machine=Machine(**machine()),
         # forked from this repro's warm worker (aipc.worker): the toolchain's import is not in wall_s
-        "process": "worker-fork" if os.environ.get("AIPC_WORKER_CHILD") else "fresh",
-    })
+        process="worker-fork" if os.environ.get("AIPC_WORKER_CHILD") else "fresh",
+    )
+    record.write(out)
+    log.info("stage %s: %.1f s, peak RSS %.0f MiB, device %s", stage, record.wall_s, record.peak_rss_mib,
+             _device.get("used", "CPU"))
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +117,6 @@ def record_imports(stage: str) -> None:
         write_json(IMPORTS_DIR / f"{stage}.json", {"stage": stage, "modules": project_modules()})
 
 
-def collect(metrics_dir: Path) -> list[dict[str, Any]]:
-    import json
-
-    return [json.loads(f.read_text()) for f in sorted((Path(metrics_dir) / "cost").glob("*.json"))]
+def collect(metrics_dir: Path) -> list[CostRecord]:
+    """Every stage's cost record under ``metrics_dir/cost``, by file name."""
+    return [CostRecord.read(f) for f in sorted((Path(metrics_dir) / "cost").glob("*.json"))]

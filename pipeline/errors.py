@@ -72,6 +72,13 @@ class ArtifactIntegrityError(ValidationFailed):
     """An artifact's files differ from the sha256 recorded at export (tampered or corrupted)."""
 
 
+class RecordError(PipelineError):
+    """A record on disk (export record, manifest, metrics) is not what the stage that writes it writes:
+    edited by hand, damaged, or written by another version (pipeline/records.py)."""
+
+    exit_code = 10
+
+
 class StagesFailed(PipelineError):
     """Stages of ``aipc repro`` failed (each one's own output, above, says why)."""
 

@@ -158,12 +158,15 @@ def test_report_shows_cost_next_to_accuracy(tmp_path):
     (tmp_path / "metrics" / "validate").mkdir(parents=True)
     (tmp_path / "metrics" / "cost").mkdir()
     (tmp_path / "metrics" / "validate" / "openvino-int4.json").write_text(json.dumps(
-        {"passed": True, "accuracy": {"worst_ppl_ratio": 1.1, "top1_agreement": 0.8, "kl_mean": 0.1, "kl_p99": 1.0,
-                                      "texts": {}}, "tokenizer_parity": {"encode_agreement": 1.0}, "smoke": {}}))
+        {"backend": "openvino", "variant": "int4", "artifact": "artifacts/openvino/int4", "protocol": {}, "texts": {},
+         "accuracy": {"worst_ppl_ratio": 1.1, "top1_agreement": 0.8, "kl_mean": 0.1, "kl_p99": 1.0, "texts": {}},
+         "tokenizer_parity": {"encode_agreement": 1.0},
+         "smoke": {"passed": True, "prefix_agreement": None, "file": "metrics/smoke/openvino-int4.json"},
+         "gates": [], "passed": True}))
     for stage, wall, rss in (("export-openvino-int4", 12.5, 1500.0), ("validate-openvino-int4", 3.0, 900.0)):
         (tmp_path / "metrics" / "cost" / f"{stage}.json").write_text(json.dumps(
             {"stage": stage, "wall_s": wall, "cpu_s": wall, "peak_rss_mib": rss, "peak_rss_self_mib": rss,
-             "peak_rss_children_mib": 0.0, "machine": {}}))
+             "peak_rss_children_mib": 0.0, "machine": {"cpus": 2, "mem_total_gib": 23.4}, "process": "fresh"}))
     r = run(["report", "--no-plots"], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert "openvino-int4" in r.stdout and "per-stage cost" in r.stdout

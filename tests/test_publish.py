@@ -21,6 +21,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.fsutil import file_table, read_json, sha256_file, write_json
+from pipeline.records import NPUExportRecord, SmokeRecord, ValidateRecord
 
 try:
     from .hubserver import hf_env
@@ -51,25 +52,35 @@ def release_params() -> dict:
 
 
 def smoke_record(backend: str, passed: bool = True) -> dict:
-    results = [{"id": "capital", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                "text": "Paris.", "passed": True, "failures": [], "notes": []},
-               {"id": "arith", "text": "4", "passed": passed, "failures": [] if passed else ["empty output"],
-                "notes": []}]
+    """A whole smoke record (pipeline.records.SmokeRecord), as the smoke stage writes it."""
+    def result(id_: str, text: str, ok: bool, failures: list[str], messages: list[dict]) -> dict:
+        return {"id": id_, "messages": messages, "text": text, "new_tokens": 2, "token_ids": [1, 2],
+                "stopped_by": "eos", "repeated_4gram_ratio": 0.0, "first_token_s": 0.05, "tokens_per_s": 20.0,
+                "failures": failures, "passed": ok, "notes": []}
+
+    results = [result("capital", "Paris.", True, [], [{"role": "user", "content": "What is the capital of France?"}]),
+               result("arith", "4", passed, [] if passed else ["empty output"], [{"role": "user", "content": "2+2?"}])]
     # what each runner records: OpenVINO its device and properties (the precision pin among them)
     runtime = ({"device": "CPU", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
                if backend == "openvino" else {})
-    return {"backend": backend, "passed": passed, "prompts_passed": sum(r["passed"] for r in results),
-            "prompts_total": 2, "max_new_tokens": 48, "runtime": runtime, "results": results}
+    return SmokeRecord.model_validate(
+        {"backend": backend, "artifact": f"artifacts/{backend}/x", "passed": passed,
+         "prompts_passed": sum(r["passed"] for r in results), "prompts_total": 2, "max_new_tokens": 48,
+         "runtime": runtime, "results": results, "must_pass": True}).dump()
 
 
 def validate_record(backend: str, variant: str, top1: float = 0.93) -> dict:
+    """A whole validate record (pipeline.records.ValidateRecord), as the validate stage writes it."""
     gates = [{"gate": "max_ppl_ratio", "metric": "accuracy.worst_ppl_ratio", "op": "<=", "threshold": 1.6,
               "value": 1.08, "passed": True},
              {"gate": "min_top1_agreement", "metric": "accuracy.top1_agreement", "op": ">=", "threshold": 0.7,
               "value": top1, "passed": top1 >= 0.7}]
-    return {"backend": backend, "variant": variant, "passed": all(g["passed"] for g in gates), "gates": gates,
-            "accuracy": {"worst_ppl_ratio": 1.08, "top1_agreement": top1, "kl_mean": 0.05},
-            "tokenizer_parity": {"encode_agreement": 1.0, "roundtrip_exact": 1.0, "chat_template_equal": True}}
+    return ValidateRecord.model_validate(
+        {"backend": backend, "variant": variant, "artifact": f"artifacts/{backend}/{variant}", "protocol": {},
+         "texts": {}, "accuracy": {"worst_ppl_ratio": 1.08, "top1_agreement": top1, "kl_mean": 0.05},
+         "tokenizer_parity": {"encode_agreement": 1.0, "roundtrip_exact": 1.0, "chat_template_equal": True},
+         "smoke": {"passed": True, "prefix_agreement": 1.0, "file": f"metrics/smoke/{backend}-{variant}.json"},
+         "gates": gates, "passed": all(g["passed"] for g in gates)}).dump()
 
 
 def make_source(src: Path, tiny: Path) -> None:
@@ -640,11 +651,15 @@ def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
     shutil.copyfile(ROOT / "envs/npu/aipc_npu/loader.py", art / "aipc_npu_loader.py")
     runtime = {"intel-npu-acceleration-library": "1.4.0", "torch": "2.6.0+cpu", "transformers": "4.57.6",
                "python": "3.11.7"}
-    write_json(art / "aipc_export.json", {
-        "backend": "npu", "variant": "int4", "params": {"dtype": "int4"}, "format": "torch-pickle", "pickle": True,
-        "runtime": runtime, "runtime_must_match": list(runtime)[:3], "loader": "aipc_npu_loader.py",
-        "compile": {"quantization": "weight-only RTN", "linear_types": {"QuantizedLinear": 9}},
-        "device": "CPU", "device_fallback": "CPU", "files": file_table(art), "toolchain": {"python": "3.11.7"}})
+    NPUExportRecord.model_validate({
+        "backend": "npu", "variant": "int4", "params": {"dtype": "int4"},
+        "library": {"name": "intel-npu-acceleration-library", "version": "1.4.0"},
+        "runtime": runtime, "runtime_must_match": list(runtime)[:3], "format": "torch-pickle", "pickle": True,
+        "warning": "model.pt is a pickle", "loader": "aipc_npu_loader.py", "model_file": "model.pt",
+        "compile": {"call": "intel_npu_acceleration_library.compile", "quantization": "weight-only RTN",
+                    "lm_head_untied": False, "linear_types": ["QuantizedLinear"], "packing": "neural-compressor"},
+        "device": "CPU", "files": file_table(art), "toolchain": {"python": "3.11.7"},
+        "device_fallback": "CPU"}).write(art / "aipc_export.json")
     write_json(tmp_path / "metrics/smoke/npu-int4.json", smoke_record("npu"))
     shutil.copytree(built / "artifacts/source", tmp_path / "artifacts/source")
     data = release_params()

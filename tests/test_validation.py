@@ -235,10 +235,12 @@ def test_report_stage_writes_small_metrics_and_gate_plots(tmp_path):
     m = tmp_path / "metrics"
     (m / "validate").mkdir(parents=True)
     (m / "cost").mkdir()
-    rec = {"passed": False,
+    rec = {"backend": "openvino", "variant": "int4", "artifact": "artifacts/openvino/int4", "protocol": {}, "texts": {},
+           "passed": False,
            "accuracy": {"worst_ppl_ratio": 1.2, "top1_agreement": 0.8, "kl_mean": 0.25, "kl_p99": 1.0,
                         "texts": {"a": {"perplexity": 12.0, "reference_perplexity": 10.0}}},
-           "tokenizer_parity": {"encode_agreement": 1.0}, "smoke": {"prefix_agreement": 0.5},
+           "tokenizer_parity": {"encode_agreement": 1.0},
+           "smoke": {"passed": True, "prefix_agreement": 0.5, "file": "metrics/smoke/openvino-int4.json"},
            "gates": [{"gate": "max_ppl_ratio", "metric": "accuracy.worst_ppl_ratio", "op": "<=", "threshold": 1.5,
                       "value": 1.2, "passed": True},
                      {"gate": "min_top1_agreement", "metric": "accuracy.top1_agreement", "op": ">=",
@@ -252,7 +254,8 @@ def test_report_stage_writes_small_metrics_and_gate_plots(tmp_path):
     (m / "validate" / "openvino-int4.json").write_text(json.dumps(rec))
     (m / "cost" / "export-openvino-int4.json").write_text(json.dumps(
         {"stage": "export-openvino@int4", "wall_s": 12.5, "cpu_s": 20.0, "peak_rss_mib": 900.0,
-         "peak_rss_children_mib": 0.0, "process": "worker-fork"}))
+         "peak_rss_self_mib": 900.0, "peak_rss_children_mib": 0.0, "machine": {"cpus": 2, "mem_total_gib": 23.4},
+         "process": "worker-fork"}))
     write_dvc_outputs(m)
     small = json.loads((m / "accuracy" / "openvino-int4.json").read_text())
     assert set(small) <= set(SUMMARY) and len(small) <= 8

@@ -8,11 +8,11 @@ accuracy table; the full records stay in metrics/validate/ and metrics/smoke/) a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.fsutil import write_json
+from pipeline.records import CostRecord, ValidateRecord
 
 COLUMNS = ("artifact", "passed", "worst_ppl_ratio", "top1_agreement", "kl_mean", "kl_p99", "tokenizer", "prefix")
 
@@ -20,17 +20,17 @@ COLUMNS = ("artifact", "passed", "worst_ppl_ratio", "top1_agreement", "kl_mean",
 def collect(metrics_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for f in sorted((metrics_dir / "validate").glob("*.json")):
-        r = json.loads(f.read_text())
-        acc = r.get("accuracy", {})
+        r = ValidateRecord.read(f)
+        acc = r.accuracy
         rows.append({
             "artifact": f.stem,
-            "passed": r.get("passed"),
+            "passed": r.passed,
             "worst_ppl_ratio": acc.get("worst_ppl_ratio"),
             "top1_agreement": acc.get("top1_agreement"),
             "kl_mean": acc.get("kl_mean"),
             "kl_p99": acc.get("kl_p99"),
-            "tokenizer": r.get("tokenizer_parity", {}).get("encode_agreement"),
-            "prefix": r.get("smoke", {}).get("prefix_agreement"),
+            "tokenizer": r.tokenizer_parity.get("encode_agreement"),
+            "prefix": r.smoke.prefix_agreement,
             "texts": {k: v["perplexity"] for k, v in acc.get("texts", {}).items()},
             "reference_texts": {k: v["reference_perplexity"] for k, v in acc.get("texts", {}).items()},
         })
@@ -45,10 +45,10 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(row[k], 4) if isinstance(row[k], float) else row[k]) for k in SUMMARY if row[k] is not None}
 
 
-def _ideal(gate: dict[str, Any]) -> float:
+def _ideal(op: str, metric: str) -> float:
     """The value a perfect artifact would have for a gate's metric: 1 for agreements (``>=`` gates) and
     ratios to the reference, 0 for divergences."""
-    return 1.0 if gate["op"] == ">=" or gate["metric"].endswith("ratio") else 0.0
+    return 1.0 if op == ">=" or metric.endswith("ratio") else 0.0
 
 
 def gate_use(metrics_dir: Path) -> list[dict[str, Any]]:
@@ -58,15 +58,15 @@ def gate_use(metrics_dir: Path) -> list[dict[str, Any]]:
     out: they are in the table."""
     out = []
     for f in sorted((Path(metrics_dir) / "validate").glob("*.json")):
-        for g in json.loads(f.read_text()).get("gates", []):
-            if isinstance(g["value"], bool) or not isinstance(g["value"], (int, float)):
+        for g in ValidateRecord.read(f).gates:
+            if isinstance(g.value, bool) or not isinstance(g.value, (int, float)):
                 continue
-            ideal = _ideal(g)
-            room, used = abs(g["threshold"] - ideal), abs(g["value"] - ideal)
+            ideal = _ideal(g.op, g.metric)
+            room, used = abs(g.threshold - ideal), abs(g.value - ideal)
             share = used / room if room else (0.0 if used == 0 else float("inf"))
-            out.append({"artifact_gate": f"{f.stem} {g['gate']}", "artifact": f.stem, "gate": g["gate"],
-                        "share_of_limit": round(min(share, 10.0), 4), "value": g["value"],
-                        "threshold": g["threshold"], "passed": g["passed"]})
+            out.append({"artifact_gate": f"{f.stem} {g.gate}", "artifact": f.stem, "gate": g.gate,
+                        "share_of_limit": round(min(share, 10.0), 4), "value": g.value,
+                        "threshold": g.threshold, "passed": g.passed})
     return out
 
 
@@ -85,9 +85,8 @@ def write_dvc_outputs(metrics_dir: Path) -> list[Path]:
     plots.mkdir(parents=True, exist_ok=True)
     write_json(plots / "accuracy.json", [{k: r[k] for k in COLUMNS if k != "passed"} for r in rows])
     write_json(plots / "gates.json", gate_use(metrics_dir))
-    write_json(plots / "cost.json", [{"stage": c["stage"], "wall_s": c["wall_s"], "cpu_s": c["cpu_s"],
-                                      "peak_rss_mib": c["peak_rss_mib"]}
-                                     for c in sorted(collect_costs(metrics_dir), key=lambda c: c["stage"])])
+    write_json(plots / "cost.json", [c.model_dump(include={"stage", "wall_s", "cpu_s", "peak_rss_mib"})
+                                     for c in sorted(collect_costs(metrics_dir), key=lambda c: c.stage)])
     return [metrics_dir / "accuracy", plots / "accuracy.json", plots / "gates.json", plots / "cost.json"]
 
 
@@ -104,14 +103,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cost_table(costs: list[dict[str, Any]]) -> str:
+def cost_table(costs: list[CostRecord]) -> str:
     """Per-stage wall time and peak RSS (metrics/cost/*.json, written by `aipc --cost-metrics`)."""
     grid = [["stage", "wall s", "cpu s", "peak RSS MiB", "of which children"]]
-    for c in sorted(costs, key=lambda c: c["stage"]):
-        grid.append([c["stage"], f"{c['wall_s']:.1f}", f"{c['cpu_s']:.1f}", f"{c['peak_rss_mib']:.0f}",
-                     f"{c['peak_rss_children_mib']:.0f}"])
-    grid.append(["total", f"{sum(c['wall_s'] for c in costs):.1f}", f"{sum(c['cpu_s'] for c in costs):.1f}",
-                 f"{max(c['peak_rss_mib'] for c in costs):.0f} (max)", ""])
+    for c in sorted(costs, key=lambda c: c.stage):
+        grid.append([c.stage, f"{c.wall_s:.1f}", f"{c.cpu_s:.1f}", f"{c.peak_rss_mib:.0f}",
+                     f"{c.peak_rss_children_mib:.0f}"])
+    grid.append(["total", f"{sum(c.wall_s for c in costs):.1f}", f"{sum(c.cpu_s for c in costs):.1f}",
+                 f"{max(c.peak_rss_mib for c in costs):.0f} (max)", ""])
     widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in grid]

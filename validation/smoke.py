@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.config import Params
 from pipeline.errors import ValidationFailed
-from pipeline.fsutil import write_json
+from pipeline.records import SmokeRecord
 
 from .runners import Generation, open_runner
 
@@ -93,7 +93,7 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
     }
     must_pass = params.validation.gates_for(backend, folder.name)["smoke_must_pass"]
     record["must_pass"] = must_pass
-    write_json(out, record)
+    SmokeRecord.model_validate(record).write(out)
     if not passed and not must_pass:
         log.warning("smoke failed for %s, but validation.gates.variants.%s-%s.smoke_must_pass is false: recorded only",
                     folder, backend, folder.name)

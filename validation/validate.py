@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.config import LONG_GATES, Params
 from pipeline.errors import ValidationFailed
-from pipeline.fsutil import read_json, write_json
+from pipeline.records import SmokeRecord, ValidateRecord
 
 from . import gates as gates_mod
 from .accuracy import prefix_agreement, score_window, summarize
@@ -69,20 +69,20 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
                                       "original_max_position_embeddings": meta["long"]["original_max_position_embeddings"]}
             log.info("%s-%s long window (%d tokens): top-1 %.3f, KL mean %.4f", backend, variant, len(long_ref.ids),
                      score["top1_agreement"], score["kl_mean"])
-    smoke = read_json(smoke_json) if smoke_json.is_file() else None
+    smoke = SmokeRecord.read(smoke_json) if smoke_json.is_file() else None
     prefix = []
     if smoke is not None:
-        for r in smoke["results"]:
-            ref_ids = meta["generations"].get(r["id"], {}).get("token_ids", [])
-            prefix.append(prefix_agreement(ref_ids, r.get("token_ids", []), params.validation.prefix_tokens))
+        for r in smoke.results:
+            ref_ids = meta["generations"].get(r.id, {}).get("token_ids", [])
+            prefix.append(prefix_agreement(ref_ids, r.token_ids, params.validation.prefix_tokens))
     record["smoke"] = {
-        "passed": bool(smoke and smoke["passed"]),
+        "passed": bool(smoke and smoke.passed),
         "prefix_agreement": sum(prefix) / len(prefix) if prefix else None,
         "file": str(smoke_json),
     }
     record["gates"] = gates_mod.evaluate(record, thresholds)
     record["passed"] = all(g["passed"] for g in record["gates"])
-    write_json(out, record)
+    ValidateRecord.model_validate(record).write(out)
     if not record["passed"]:
         lines = gates_mod.describe_failures(record["gates"])
         raise ValidationFailed(

@@ -31,19 +31,20 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..config import NPUSection, Params
 from ..errors import ArtifactIntegrityError, ContextTooLong, EnvironmentProblem, ExportError, PipelineError, SourceError
-from ..fsutil import atomic_dir, file_table, read_json, sha256_file, write_json
+from ..cost import note_device
+from ..records import EXPORT_JSON, FileEntry, NPUCompile, NPUExportRecord
+from ..fsutil import atomic_dir, file_table, read_json, sha256_file
 from ..sources.checkpoint import read_model_config
 from ..toolchain import versions
 from ..workspace import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-BACKEND = "npu"
-EXPORT_JSON = "aipc_export.json"
+BACKEND: Final = "npu"
 MODEL_FILE = "model.pt"
 LIBRARY = "intel-npu-acceleration-library"
 LIBRARY_VERSION = "1.4.0"
@@ -232,35 +233,35 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
                               fix="make sure nothing else writes into the artifacts folder, then re-run")
         log.info("compiled in %.1f s (peak RSS %s MiB) on %s", result["seconds"]["total"], result["peak_rss_mib"],
                  result["device"])
-        record: dict[str, Any] = {
-            "backend": BACKEND,
-            "variant": key,
-            "params": variant.model_dump(mode="json"),
-            "library": {"name": LIBRARY, "version": result["versions"][LIBRARY]},
-            "runtime": result["versions"],  # the NPU environment that wrote (and must read) the pickle
-            "runtime_must_match": list(PICKLE_TIED_TO),
-            "format": "torch-pickle",
-            "pickle": True,
-            "warning": PICKLE_WARNING,
-            "loader": LOADER_FILE,
-            "model_file": MODEL_FILE,
-            "compile": {
-                "call": "AutoModelForCausalLM.from_pretrained(src, use_cache=True) + "
-                        f"intel_npu_acceleration_library.compile(model, CompilerConfig(dtype={variant.dtype}))",
-                "quantization": "neural-compressor weight-only RTN, symmetric, per channel; lm_head included"
+        note_device(f"{result['device']} (the NPU library's compile)")
+        record = NPUExportRecord(
+            backend=BACKEND,
+            variant=key,
+            params=variant.model_dump(mode="json"),
+            library={"name": LIBRARY, "version": result["versions"][LIBRARY]},
+            runtime=result["versions"],  # the NPU environment that wrote (and must read) the pickle
+            runtime_must_match=list(PICKLE_TIED_TO),
+            format="torch-pickle",
+            pickle=True,
+            warning=PICKLE_WARNING,
+            loader=LOADER_FILE,
+            model_file=MODEL_FILE,
+            compile=NPUCompile(
+                call="AutoModelForCausalLM.from_pretrained(src, use_cache=True) + "
+                     f"intel_npu_acceleration_library.compile(model, CompilerConfig(dtype={variant.dtype}))",
+                quantization="neural-compressor weight-only RTN, symmetric, per channel; lm_head included"
                 if variant.dtype in ("int4", "int8") else None,
-                "lm_head_untied": result["lm_head_untied"],
-                "linear_types": result["linear_types"],
-                "packing": result.get("packing"),
-            },
-            "device": result["device"],
-            "files": files,
-            "toolchain": versions(),
-        }
-        if result.get("device_fallback"):
-            record["device_fallback"] = result["device_fallback"]
-        write_json(tmp / EXPORT_JSON, record)
-    return record
+                lm_head_untied=result["lm_head_untied"],
+                linear_types=result["linear_types"],
+                packing=result.get("packing"),
+            ),
+            device=result["device"],
+            files={name: FileEntry(**entry) for name, entry in files.items()},
+            toolchain=versions(),
+            **({"device_fallback": result["device_fallback"]} if result.get("device_fallback") else {}),
+        )
+        record.write(tmp / EXPORT_JSON)
+    return record.dump()
 
 
 # --------------------------------------------------------------------------- loading

@@ -13,23 +13,23 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..compat import nncf as nncf_compat
 from ..compat import optimum_intel
 from ..compat.optimum_intel import TASK, quiet_offline_format_probe
 from ..config import OpenVINOVariant, Params, layer_widths
 from ..errors import ExportError
-from ..fsutil import MappedPages, atomic_dir, write_json
+from ..records import EXPORT_JSON, OpenVINOBaseRecord, OpenVINOExportRecord
+from ..fsutil import MappedPages, atomic_dir
 from ..sources.checkpoint import read_model_config
 from ..toolchain import disable_telemetry, versions
 
 log = logging.getLogger(__name__)
 
 
-BACKEND = "openvino"
-EXPORT_JSON = "aipc_export.json"
-BASE = "base"  # the base IR's name in records (folder: artifacts/openvino-base)
+BACKEND: Final = "openvino"
+BASE: Final = "base"  # the base IR's name in records (folder: artifacts/openvino-base)
 # any INT4 config: main_export reads only that one is set (no size-based INT8 default, no KV_CACHE_PRECISION)
 BASE_QUANTIZATION = {"bits": 4, "sym": True, "group_size": -1, "ratio": 1.0}
 REQUIRED_FILES = (
@@ -98,15 +98,15 @@ def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, An
                               fix="see the log above; check the source checkpoint loads with transformers") from err
         _require_files(tmp, "the base IR")
         ship_source_config(source_dir, tmp)
-        record = {
-            "backend": BACKEND,
-            "variant": BASE,
-            "source_dtype": _source_dtype(model_config),
-            "effective": effective_settings(tmp / "openvino_model.xml"),
-            "toolchain": versions(),
-        }
-        write_json(tmp / EXPORT_JSON, record)
-    return record
+        record = OpenVINOBaseRecord(
+            backend=BACKEND,
+            variant=BASE,
+            source_dtype=_source_dtype(model_config),
+            effective=effective_settings(tmp / "openvino_model.xml"),
+            toolchain=versions(),
+        )
+        record.write(tmp / EXPORT_JSON)
+    return record.dump()
 
 
 def export(params: Params, key: str, source_dir: Path, out_dir: Path,
@@ -169,19 +169,19 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
                               fix="see the log above; check the source checkpoint loads with transformers") from err
         _require_files(tmp, repr(key))
         ship_source_config(source_dir, tmp)
-        record = {
-            "backend": BACKEND,
-            "variant": key,
-            "params": variant.model_dump(mode="json"),
-            "algorithm": variant.algorithm,
-            "from_base": base is not None,
-            "calibration": _calibration_record(calibration, variant.num_samples),
-            "effective": effective_settings(tmp / "openvino_model.xml"),
+        record = OpenVINOExportRecord(
+            backend=BACKEND,
+            variant=key,
+            params=variant.model_dump(mode="json"),
+            algorithm=variant.algorithm,
+            from_base=base is not None,
+            calibration=_calibration_record(calibration, variant.num_samples),
+            effective=effective_settings(tmp / "openvino_model.xml"),
             **({"npu_blob": precompile_npu_blob(tmp)} if variant.target_device == "npu" else {}),
-            "toolchain": versions(),
-        }
-        write_json(tmp / EXPORT_JSON, record)
-    return record
+            toolchain=versions(),
+        )
+        record.write(tmp / EXPORT_JSON)
+    return record.dump()
 
 
 MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")

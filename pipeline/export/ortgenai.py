@@ -25,20 +25,20 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..compat import ortgenai_builder as builder
 from ..compat.ortgenai_builder import SPILL_DIR, layers_without_random_init, unquantized_graph_on_disk
 from ..config import OrtGenAIVariant, Params, layer_widths
 from ..errors import ExportError
+from ..records import EXPORT_JSON, OrtGenAIExportRecord
 from ..fsutil import atomic_dir, read_json, write_json
 from ..sources.checkpoint import read_model_config
 from ..toolchain import versions
 
 log = logging.getLogger(__name__)
 
-BACKEND = "ortgenai"
-EXPORT_JSON = "aipc_export.json"
+BACKEND: Final = "ortgenai"
 REQUIRED_FILES = ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json")
 
 # tokenizer_class values every onnxruntime-extensions tokenizer since GenAI 0.6 accepts (0.6 matched
@@ -86,23 +86,23 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
         dropped = make_genai_config_portable(tmp)
         # the runtime reads genai_config.json; the model's own config ships too, as the source has it
         shutil.copyfile(source_dir / "config.json", tmp / "config.json")
-        record = {
-            "backend": BACKEND,
-            "variant": key,
-            "params": variant.model_dump(mode="json"),
-            "algorithm": variant.algorithm,
-            "calibration": None,  # the builder has no data-aware INT4 algorithm
-            "builder_extra_options": variant.builder_extra_options(),
-            "effective": effective_settings(tmp),
-            "tokenizer": tok,
-            "genai_config_dropped_defaults": dropped,
+        record = OrtGenAIExportRecord(
+            backend=BACKEND,
+            variant=key,
+            params=variant.model_dump(mode="json"),
+            algorithm=variant.algorithm,
+            calibration=None,  # the builder has no data-aware INT4 algorithm
+            builder_extra_options=variant.builder_extra_options(),
+            effective=effective_settings(tmp),
+            tokenizer=tok,
+            genai_config_dropped_defaults=dropped,
             # "disk": the float graph went to the quantizer from a temp file (unquantized_graph_on_disk)
-            "unquantized_graph": None if variant.precision != "int4" else ("disk" if spills else "memory"),
-            "min_runtime": MIN_RUNTIME,
-            "toolchain": versions(),
-        }
-        write_json(tmp / EXPORT_JSON, record)
-    return record
+            unquantized_graph=None if variant.precision != "int4" else ("disk" if spills else "memory"),
+            min_runtime=MIN_RUNTIME,
+            toolchain=versions(),
+        )
+        record.write(tmp / EXPORT_JSON)
+    return record.dump()
 
 
 def run_builder(key: str, variant: OrtGenAIVariant, source_dir: Path, out: Path, cache: Path) -> None:

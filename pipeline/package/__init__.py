@@ -107,7 +107,7 @@ def build_bundle(params, backend: str, variant: str, workspace: Path = Path(".")
         # the card is rendered from the manifest without README.md's own entry; then README.md is listed too
         _write_text(tmp / manifest.CARD, card.render(manifest.finish(body, tmp)))
         full = manifest.finish(body, tmp)
-        write_json(tmp / manifest.MANIFEST, full)
+        write_json(tmp / manifest.MANIFEST, manifest.manifest_json(full))
         signing.sign(tmp, key)  # last: model.sig covers every file above, manifest.json and the card included
     total = sum(f["size"] for f in full["files"].values())
     log.info("bundle %s: %d files, %s -> %s", out_dir, len(full["files"]), card.human(total), full["repo_id"])

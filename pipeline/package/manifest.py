@@ -17,15 +17,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..errors import PublishError
-from ..fsutil import dump_json, file_table, read_json
+from ..fsutil import file_table, read_json
+from ..records import EXPORT_JSON, Manifest, SmokeRecord, ValidateRecord, first_problem, read_export_record
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "aipc-bundle/1"
+SCHEMA = Manifest.SCHEMA
 MANIFEST = "manifest.json"
 CARD = "README.md"
-EXPORT_JSON = "aipc_export.json"
 SOURCE_JSON = "source.json"
 # files the Hub adds to every repo; tolerated by `aipc verify`, never part of a bundle
 HUB_FILES = (".gitattributes",)
@@ -143,14 +145,11 @@ def _validate_summary(rec: dict[str, Any]) -> dict[str, Any]:
 def validation_facts(smoke_path: Path | None, validate_path: Path | None) -> dict[str, Any]:
     """Each validation that exists for the artifact, summarized; absent ones are simply not recorded."""
     out: dict[str, Any] = {}
-    for name, path, summarize in (("smoke", smoke_path, _smoke_summary), ("validate", validate_path, _validate_summary)):
+    for name, path, model, summarize in (("smoke", smoke_path, SmokeRecord, _smoke_summary),
+                                         ("validate", validate_path, ValidateRecord, _validate_summary)):
         if path is None or not Path(path).is_file():
             continue
-        try:
-            rec = read_json(path)
-        except ValueError as err:
-            raise PublishError(f"{path}: not valid JSON ({err})", fix="re-run the validation stage (`dvc repro`)") from None
-        out[name] = summarize(rec)
+        out[name] = summarize(model.read(Path(path)).dump())
     return out
 
 
@@ -220,7 +219,7 @@ def build_manifest(params, backend: str, variant: str, artifact_dir: Path, sourc
     if not rec_path.is_file():
         raise PublishError(f"{rec_path}: missing, so the bundle can't state its settings and toolchain",
                            fix=f"re-export: `aipc export {backend} {variant}` (or `dvc repro`)")
-    record = read_json(rec_path)
+    record = read_export_record(rec_path).dump()
     if record.get("backend") not in (None, backend) or record.get("variant") not in (None, variant):
         raise PublishError(f"{rec_path}: records {record.get('backend')}/{record.get('variant')}, "
                            f"not {backend}/{variant}", fix=f"re-export: `aipc export {backend} {variant}`")
@@ -268,10 +267,6 @@ def finish(manifest: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
     return out
 
 
-def manifest_bytes(manifest: dict[str, Any]) -> bytes:
-    return dump_json(manifest).encode("utf-8")
-
-
 def read_manifest(folder: Path, where: str | None = None) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     where = where or str(folder)
@@ -285,9 +280,19 @@ def read_manifest(folder: Path, where: str | None = None) -> dict[str, Any]:
         raise PublishError(f"{where}/{MANIFEST}: not valid JSON ({err})",
                            fix="rebuild the bundle with `aipc bundle` (never edit a bundle by hand)") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("files"), dict):
-        raise PublishError(f"{where}/{MANIFEST}: not an {SCHEMA} manifest",
-                           fix="rebuild the bundle with this version of aipc (`aipc bundle BACKEND VARIANT`)")
+        raise PublishError(f"{where}/{MANIFEST}: not an {SCHEMA} manifest", fix=Manifest.FIX)
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as err:
+        raise PublishError(f"{where}/{MANIFEST}: not a valid {SCHEMA} manifest: {first_problem(err)}",
+                           fix=Manifest.FIX) from None
     return data
+
+
+def manifest_json(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as written: checked against :class:`~pipeline.records.Manifest` (unknown keys and wrong
+    types refused), in its JSON form."""
+    return Manifest.model_validate(manifest).dump()
 
 
 def check_files(folder: Path, manifest: dict[str, Any], where: str, *, allow_extra: tuple[str, ...] = (),

@@ -17,19 +17,26 @@ BACKENDS = ("openvino", "ortgenai", "npu")
 
 
 def open_runner(backend: str, folder: Path, params: Params) -> Runner:
+    """The runner of ``backend`` on the artifact in ``folder``; the device it chose goes to the stage's cost line."""
+    from pipeline.cost import note_device
+
+    runner: Runner
     if backend == "openvino":
         from .openvino import OpenVINORunner
 
-        return OpenVINORunner(folder, params.openvino.runtime)
-    if backend == "ortgenai":
+        runner = OpenVINORunner(folder, params.openvino.runtime)
+    elif backend == "ortgenai":
         from .ortgenai import OrtGenAIRunner
 
-        return OrtGenAIRunner(folder)
-    if backend == "npu":
+        runner = OrtGenAIRunner(folder)
+    elif backend == "npu":
         from .npu import NPURunner
 
-        return NPURunner(folder, params.npu)
-    raise ConfigError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(BACKENDS)}")
+        runner = NPURunner(folder, params.npu)
+    else:
+        raise ConfigError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(BACKENDS)}")
+    note_device(runner.device_used())
+    return runner
 
 
 __all__ = ["BACKENDS", "Generation", "Runner", "open_runner"]

@@ -83,6 +83,10 @@ class Runner(abc.ABC):
         """Every backend's one rule: the prompt plus ``max_new_tokens`` must fit the context window."""
         check_context(self.context_length, prompt_tokens, max_new_tokens)
 
+    def device_used(self) -> str:
+        """Where the model runs, as the runtime chose it (after any fallback)."""
+        return "CPU"
+
     def runtime_settings(self) -> dict[str, str]:
         """The device and runtime properties the artifact was opened with, as a user would pass
         them (recorded with the smoke results so the model card's snippet reproduces the measured

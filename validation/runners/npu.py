@@ -29,6 +29,9 @@ class NPURunner(Runner):
             self.notes.append(FALLBACK_NOTE)
             log.warning("%s: %s", self.folder, FALLBACK_NOTE)
 
+    def device_used(self):
+        return "CPU (NPU fallback)" if self.artifact.device_fallback else "NPU"
+
     def chat_prompt(self, messages):
         return self.artifact.chat_prompt(messages)
 

@@ -64,6 +64,9 @@ class OpenVINORunner(Runner):
     def _cache_dirs(self) -> list[str]:
         return [self.props["CACHE_DIR"]] if "CACHE_DIR" in self.props else []
 
+    def device_used(self):
+        return f"OpenVINO {self.device}"
+
     def runtime_settings(self):
         return {"device": self.device, **{k: v for k, v in self.props.items() if k != "CACHE_DIR"}}
 

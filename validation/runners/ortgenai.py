@@ -48,12 +48,16 @@ class OrtGenAIRunner(Runner):
                 self.notes.append(f"provider {'/'.join(providers)} not available here: ran on the CPU provider")
                 log.info(self.notes[-1])
         self.providers = providers
+        self._device = "CPU provider" if device == "cpu" or not wanted else f"{'/'.join(wanted)} provider"
         # the window the runtime enforces (max_length <= context_length): genai_config.json's
         n = read_json(self.folder / "genai_config.json")["model"].get("context_length")
         self._context_length = n if isinstance(n, int) and n > 0 else None
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
         self.eos = set(self.tokenizer.eos_token_ids)
+
+    def device_used(self):
+        return f"ONNX Runtime GenAI {self._device}"
 
     def chat_prompt(self, messages):
         return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
