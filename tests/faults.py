@@ -129,7 +129,8 @@ def render() -> str:
             "exits with the code shown, prints one `aipc: error:` message holding the text shown and an",
             "`aipc: fix:` line, no traceback, leaves no partial artifact, and succeeds again after the fix.",
             "Exit codes: 2 params, 3 model source, 4 Hub, 5 export, 6 validation, 7 environment, 8 publish, "
-            "9 stages of `aipc repro`, 10 a record on disk (export record, manifest, metrics) that is not what its stage writes.", ""]
+            "9 stages of `aipc repro`, 10 a record on disk (export record, manifest, metrics) that is not what its "
+            "stage writes.", ""]
     for cat in dict.fromkeys(f.category for f in CATALOGUE):
         rows += [f"## {cat}", "", "| fault | command | exit | message (excerpt) | fix (excerpt) | test |",
                  "|---|---|---|---|---|---|"]
