@@ -10,7 +10,7 @@ import click
 
 def group() -> click.Group:
     """``stages.cli.main`` with ``aipc repro`` (the parallel runner lives in this layer)."""
-    from stages.cli import main
+    from aipc.stages.cli import main
 
     from .repro_command import command as repro
 

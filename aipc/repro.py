@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, StagesFailed
+from aipc.pipeline.errors import ConfigError, StagesFailed
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def plan(root: Path, targets: Sequence[str] = ()) -> list[Step]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    from pipeline.compat.dvc import repro_plan
+    from aipc.pipeline.compat.dvc import repro_plan
 
     try:
         # DVC resolves targets (stage names, dvc.yaml) against the working directory, as `dvc repro` does
@@ -97,7 +97,7 @@ def _cmd(cmd) -> str:
 def estimate(step: Step, root: Path) -> int | None:
     """The stage's peak memory as its own preflight estimates it, or None when it cannot be known here
     (not an ``aipc`` command, or its inputs say nothing yet): such a stage runs alone."""
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     try:
         argv = shlex.split(step.cmd)
@@ -141,7 +141,7 @@ def next_steps(pending: Sequence[Step], running: Sequence[Step], done: set[str],
 def reserve_bytes() -> int:
     """Held outside the stages' estimates: the warm workers of the main and the NPU environment (each
     estimate counts the imports once more, so this is on top of a conservative sum)."""
-    from pipeline.preflight import BASE_GIB
+    from aipc.pipeline.preflight import BASE_GIB
 
     return int(2 * BASE_GIB * GIB)
 
@@ -149,7 +149,7 @@ def reserve_bytes() -> int:
 def budget() -> tuple[int, str]:
     """The memory the stages side by side may use: the preflight's budget (memory available, or
     ``AIPC_MEMORY_BUDGET_GIB``) less :func:`reserve_bytes`, and where the budget came from."""
-    from pipeline.preflight import budget_bytes
+    from aipc.pipeline.preflight import budget_bytes
 
     have, source = budget_bytes()
     left = have - reserve_bytes()

@@ -23,7 +23,7 @@ log = logging.getLogger("aipc.repro")
 def command(targets: tuple[str, ...], jobs: int, force: bool, dry: bool, summary: Path | None) -> None:
     """Reproduce dvc.yaml's stages (or TARGETS and what they depend on) as `dvc repro` does, each by
     `dvc repro --single-item`, up to JOBS at a time. Run it in the workspace (the folder of dvc.yaml)."""
-    from pipeline.fsutil import write_json
+    from aipc.pipeline.fsutil import write_json
     from .repro import budget as repro_budget
     from .repro import plan, run
     from .repro import summary as summarize

@@ -109,7 +109,7 @@ def owner_pid() -> int | None:
 def install() -> None:
     """Let the library start its helper processes through this repro's workers (:mod:`pipeline.processes`:
     the library does not import the machinery; the machinery registers itself)."""
-    from pipeline import processes
+    from aipc.pipeline import processes
 
     processes.register(start_process)
 
@@ -128,7 +128,7 @@ def split_command(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     ``aipc`` group itself (click's ``parse_args``, resilient: no callbacks, no errors, no ``--help`` exit)."""
     import click
 
-    from stages.cli import main
+    from aipc.stages.cli import main
 
     ctx = click.Context(main, info_name="aipc", resilient_parsing=True)
     with ctx.scope(cleanup=False):
@@ -237,8 +237,8 @@ def _prewarm_other_environments(options: dict[str, Any], owner: int) -> None:
     """Start the NPU environment's worker too (it imports while the first stages run), when params.yaml
     (the group's ``--params``, as parsed by :func:`_parse`) has NPU variants and the environment exists."""
     try:
-        from pipeline.config import load_params
-        from pipeline.export.npu import helper_worker
+        from aipc.pipeline.config import load_params
+        from aipc.pipeline.export.npu import helper_worker
 
         spec = helper_worker(load_params(Path(options["params_path"])))
     except Exception as err:  # noqa: BLE001 - the download itself reports a bad params.yaml
@@ -269,7 +269,7 @@ class RemoteProcess:
         self.returncode = int(msg["exit"])
         self._conn.close()
         if "maxrss_kib" in msg:  # this process's child for the cost metrics, though the worker forked it
-            from pipeline.cost import add_remote_child
+            from aipc.pipeline.cost import add_remote_child
 
             add_remote_child(msg["maxrss_kib"], msg["cpu_s"])
         return self.returncode
@@ -392,16 +392,19 @@ def foreign_threads() -> int:
 
 def preload(profile: str = "aipc") -> float:
     t0 = time.perf_counter()
-    from pipeline.toolchain import disable_telemetry  # standard library only
+    if profile != "npu":  # the NPU environment has no OpenVINO, and runs this file from the checkout, uninstalled
+        from aipc.pipeline.toolchain import disable_telemetry  # standard library only
 
-    disable_telemetry()
+        disable_telemetry()
     for name in PROFILES[profile]:
         try:
             __import__(name)
         except ImportError as err:  # pragma: no cover - a missing optional package is imported by the child
             log.warning("preload: %s not importable (%s)", name, err)
     # The project's modules must be imported fresh in every child (DVC hashed them as deps).
-    for name in [m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages", "validation", "aipc_npu")]:
+    # (the NPU environment imports the library as the top-level ``pipeline``, from the checkout)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("pipeline", "aipc_npu")
+                 or m.split(".")[:2] in (["aipc", "pipeline"], ["aipc", "stages"], ["aipc", "validation"])]:
         if name != __name__:
             del sys.modules[name]
     return time.perf_counter() - t0
@@ -451,7 +454,7 @@ def _run_child(req: dict[str, Any], fds: list[int], owner: int) -> None:
 
                 runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
             else:
-                from stages.cli import main
+                from aipc.stages.cli import main
 
                 install()  # the stage's own helper processes (the NPU library's) fork from their env's worker
                 main.main(args=sys.argv[1:], prog_name="aipc", standalone_mode=True)

@@ -66,8 +66,8 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from pipeline.config import parse_params
-    from pipeline.sources.embedded import embedded_checkpoint
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.sources.embedded import embedded_checkpoint
 
     tok = embedded_checkpoint()
     aipc = str(Path(sys.executable).parent / "aipc")

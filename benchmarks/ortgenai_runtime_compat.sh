@@ -34,11 +34,11 @@ export OMP_NUM_THREADS=1 ORT_DISABLE_TELEMETRY=1
 
 # --- 1. models ---------------------------------------------------------------------------------
 if [ ! -f "$COMPAT_DIR/src/config.json" ]; then
-  (cd "$repo" && .venv/bin/python -c "import sys; sys.path.insert(0,'tests'); from tiny import make_tiny_phi3; from pipeline.sources.embedded import embedded_checkpoint; from pathlib import Path; make_tiny_phi3(Path('$COMPAT_DIR/src'), embedded_checkpoint())")
+  (cd "$repo" && .venv/bin/python -c "import sys; sys.path.insert(0,'tests'); from tiny import make_tiny_phi3; from aipc.pipeline.sources.embedded import embedded_checkpoint; from pathlib import Path; make_tiny_phi3(Path('$COMPAT_DIR/src'), embedded_checkpoint())")
 fi
 for k in "${VARIANTS[@]}"; do
   if [ ! -f "$COMPAT_DIR/$k/genai_config.json" ]; then
-    (cd "$repo" && .venv/bin/python -c "from pipeline.config import load_params; from pipeline.export.ortgenai import export; from pathlib import Path; p=load_params('params.yaml'); export(p, '$k', Path('$COMPAT_DIR/src'), Path('$COMPAT_DIR/$k'))") >"$COMPAT_DIR/export-$k.log" 2>&1
+    (cd "$repo" && .venv/bin/python -c "from aipc.pipeline.config import load_params; from aipc.pipeline.export.ortgenai import export; from pathlib import Path; p=load_params('params.yaml'); export(p, '$k', Path('$COMPAT_DIR/src'), Path('$COMPAT_DIR/$k'))") >"$COMPAT_DIR/export-$k.log" 2>&1
   fi
 done
 

@@ -209,7 +209,7 @@ def main() -> None:
         print(f"workdir: {work}")
         return
 
-    from pipeline.sources.embedded import embedded_checkpoint
+    from aipc.pipeline.sources.embedded import embedded_checkpoint
 
     env["AIPC_SKIP_MEMORY_CHECK"] = "1"  # measuring: never refuse
     runs: dict[int, dict] = {}

@@ -61,7 +61,7 @@ def profile(ckpt: Path, data_free_int4: bool = False) -> dict:
 
 def run_at(layers: int, work: Path, targets: list[str], env: dict, data_free_int4: bool = False) -> dict[str, dict]:
     """One workspace on a ``layers``-layer checkpoint; ``dvc repro`` of ``targets``; the cost metrics."""
-    from pipeline.sources.embedded import embedded_checkpoint
+    from aipc.pipeline.sources.embedded import embedded_checkpoint
 
     ckpt = work / f"ckpt{layers}"
     # built in a child: it holds GBs of tensors, and a child inherits its parent's RSS high-water mark at exec

@@ -16,10 +16,10 @@ def command(obj, only: tuple[str, ...], prompt_lengths: str, new_tokens: int, re
     """Write metrics/bench.json (a DVC metric) and metrics/plots/bench.png; prints ratios to the baseline."""
     from pydantic import ValidationError
 
-    from pipeline import paths
-    from pipeline.config import BenchOptions, format_validation_error
-    from pipeline.errors import ConfigError, SourceError
-    from validation.bench import run_bench
+    from aipc.pipeline import paths
+    from aipc.pipeline.config import BenchOptions, format_validation_error
+    from aipc.pipeline.errors import ConfigError, SourceError
+    from aipc.validation.bench import run_bench
 
     try:
         lengths = [int(x) for x in prompt_lengths.split(",") if x.strip()]

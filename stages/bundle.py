@@ -11,9 +11,9 @@ import click
 @click.pass_obj
 def command(obj, backend: str, variant: str) -> None:
     """artifacts/BACKEND/VARIANT + manifest.json + README.md + LICENSE -> artifacts/bundles/BACKEND-VARIANT."""
-    from pipeline.fsutil import read_json
-    from pipeline.package import build_bundle
-    from pipeline.package.card import human
+    from aipc.pipeline.fsutil import read_json
+    from aipc.pipeline.package import build_bundle
+    from aipc.pipeline.package.card import human
 
     out = build_bundle(obj.params, backend, variant)
     m = read_json(out / "manifest.json")

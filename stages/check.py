@@ -11,14 +11,14 @@ def command(obj) -> None:
     """Validate params.yaml against the schema, the model's config.json (Phi-3, widths against the
     group and block sizes) where it can be read without loading weights or the network, and that every
     evaluation and calibration text named exists."""
-    from pipeline import paths
-    from pipeline.sources import source_config
+    from aipc.pipeline import paths
+    from aipc.pipeline.sources import source_config
 
     params = obj.params
     config, origin = source_config(params.model, paths.source_dir())
     if config is not None:
         params.check_model(config)
-    from pipeline.texts import text_path
+    from aipc.pipeline.texts import text_path
 
     for section in ("validation", "calibration"):  # every text named exists (user texts: under texts/)
         for entry in getattr(getattr(params, section, None), "texts", None) or []:

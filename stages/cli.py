@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from pipeline import __version__
-from pipeline.errors import PipelineError
+from aipc.pipeline import __version__
+from aipc.pipeline.errors import PipelineError
 
 log = logging.getLogger("aipc")
 
@@ -32,8 +32,8 @@ class AipcGroup(click.Group):
             cost_out = ctx.params.get("cost_metrics")
             if cost_out is None:
                 return super().invoke(ctx)
-            from pipeline.cost import measure
-            from pipeline.toolchain import check_toolchain
+            from aipc.pipeline.cost import measure
+            from aipc.pipeline.toolchain import check_toolchain
 
             check_toolchain()  # a DVC stage: never recorded as made by a toolchain other than the locked one
             with measure(Path(cost_out).stem, Path(cost_out)):
@@ -58,7 +58,7 @@ class Ctx:
     @property
     def params(self):
         if self._params is None:
-            from pipeline.config import load_params
+            from aipc.pipeline.config import load_params
 
             self._params = load_params(self.params_path)
         return self._params

@@ -9,8 +9,8 @@ import click
 @click.pass_obj
 def command(obj) -> None:
     """Fetch the model named in params.yaml (Hub / local dir / embedded) into artifacts/source."""
-    from pipeline import paths
-    from pipeline.sources import materialize
+    from aipc.pipeline import paths
+    from aipc.pipeline.sources import materialize
 
     record = materialize(obj.params.model, paths.source_dir())
     click.echo(f"source: {paths.source_dir()} ({record['source']}, {len(record['files'])} files)")

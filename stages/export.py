@@ -11,8 +11,8 @@ def command() -> None:
 
 
 def _export(params, backend: str, key: str):
-    from pipeline import paths
-    from pipeline.export import run
+    from aipc.pipeline import paths
+    from aipc.pipeline.export import run
 
     out = paths.artifact_dir(backend, key)
     return out, run(params, backend, key, paths.source_dir(), out)
@@ -32,8 +32,8 @@ def openvino(obj, variant: str) -> None:
 @click.pass_obj
 def openvino_base(obj) -> None:
     """The uncompressed OpenVINO IR (one PyTorch load + trace) every OpenVINO variant but fp32 is compressed from."""
-    from pipeline import paths
-    from pipeline.export import run_base
+    from aipc.pipeline import paths
+    from aipc.pipeline.export import run_base
 
     out = paths.openvino_base_dir()
     record = run_base(obj.params, paths.source_dir(), out)

@@ -27,8 +27,8 @@ def command(obj, bundles: tuple[Path, ...], all_: bool, dry_run: bool, private: 
     """
     import re
 
-    from pipeline import publish
-    from pipeline.errors import ConfigError
+    from aipc.pipeline import publish
+    from aipc.pipeline.errors import ConfigError
 
     if tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", tag):
         raise ConfigError(f"--tag {tag!r} is not a valid version tag", fix="use e.g. v1.2.0 (letters, digits, . _ + -)")
@@ -49,6 +49,6 @@ def command(obj, bundles: tuple[Path, ...], all_: bool, dry_run: bool, private: 
 def verify(repo_id: str, revision: str | None, public_key: Path | None) -> None:
     """Download REPO_ID into a fresh temporary cache; check its signature (model.sig) and every file's
     sha256 against its manifest.json."""
-    from pipeline import publish
+    from aipc.pipeline import publish
 
     publish.verify(repo_id, revision, echo=click.echo, public_key=public_key)

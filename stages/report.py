@@ -14,9 +14,9 @@ import click
                    "show` prints) and metrics/plots/{accuracy,gates,cost}.json (what `dvc plots show` renders).")
 def command(plots: bool, dvc_stage: bool) -> None:
     """Print the accuracy table of every validated artifact."""
-    from pipeline import paths
-    from pipeline.errors import SourceError
-    from validation.report import collect, table, write_dvc_outputs, write_plots
+    from aipc.pipeline import paths
+    from aipc.pipeline.errors import SourceError
+    from aipc.validation.report import collect, table, write_dvc_outputs, write_plots
 
     rows = collect(paths.METRICS)
     if not rows:
@@ -26,8 +26,8 @@ def command(plots: bool, dvc_stage: bool) -> None:
             click.echo(f"wrote {out}")
         return
     click.echo(table(rows))
-    from pipeline.cost import collect as collect_costs
-    from validation.report import cost_table
+    from aipc.pipeline.cost import collect as collect_costs
+    from aipc.validation.report import cost_table
 
     costs = collect_costs(paths.METRICS)
     if costs:

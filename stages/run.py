@@ -31,8 +31,8 @@ def _options(f):
 
 
 def _setup(obj, target, o):
-    from validation.chat import detect_backend, open_bundle, require_runtime, resolve
-    from validation.runners.base import Sampling
+    from aipc.validation.chat import detect_backend, open_bundle, require_runtime, resolve
+    from aipc.validation.runners.base import Sampling
 
     folder = resolve(target)
     backend = detect_backend(folder)
@@ -47,7 +47,7 @@ def _setup(obj, target, o):
 
 
 def _turn(runner, sampling, history):
-    from validation.chat import answer
+    from aipc.validation.chat import answer
 
     def write(piece: str) -> None:
         sys.stdout.write(piece)
@@ -81,7 +81,7 @@ def generate(obj, target: str, prompt: str, **o) -> None:
 @click.pass_obj
 def chat(obj, target: str, **o) -> None:
     """Interactive chat with bundle TARGET; `/exit` or end of input quits, `/reset` clears history."""
-    from pipeline.errors import ContextTooLong
+    from aipc.pipeline.errors import ContextTooLong
 
     runner, sampling, history, backend = _setup(obj, target, o)
     base = list(history)

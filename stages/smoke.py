@@ -11,8 +11,8 @@ import click
 @click.pass_obj
 def command(obj, backend: str, variant: str) -> None:
     """Smoke-generate with artifacts/BACKEND/VARIANT; writes metrics/smoke/BACKEND-VARIANT.json."""
-    from pipeline import paths
-    from validation.smoke import run_smoke
+    from aipc.pipeline import paths
+    from aipc.validation.smoke import run_smoke
 
     folder = paths.existing_artifact(backend, variant)
     record = run_smoke(obj.params, backend, folder, paths.smoke_metrics(backend, variant))

@@ -21,8 +21,8 @@ def sweep(obj, grid_path: Path, out_dir: Path, only: tuple[str, ...], keep: bool
     Needs artifacts/source and artifacts/reference (`dvc repro reference`). Every point is checked
     against the params schema before any model loads.
     """
-    from pipeline import paths
-    from validation.sweep import run_sweep
+    from aipc.pipeline import paths
+    from aipc.validation.sweep import run_sweep
 
     rows = run_sweep(grid_path, obj.params_path, paths.source_dir(), paths.reference_dir(), out_dir,
                      only=list(only) or None, keep=keep)

@@ -9,8 +9,8 @@ import click
 @click.pass_obj
 def reference(obj) -> None:
     """Run the source model (transformers, CPU) over the evaluation texts into artifacts/reference."""
-    from pipeline import paths
-    from validation.reference import build_reference
+    from aipc.pipeline import paths
+    from aipc.validation.reference import build_reference
 
     meta = build_reference(obj.params, paths.source_dir(), paths.reference_dir())
     click.echo("reference: " + ", ".join(f"{k} ppl {v['perplexity']:.3f}" for k, v in meta["texts"].items()))
@@ -20,8 +20,8 @@ def reference(obj) -> None:
 @click.pass_obj
 def calibration(obj) -> None:
     """Tokenize the calibration texts (validation/data/calibration) into artifacts/calibration."""
-    from pipeline import paths
-    from pipeline.calibration import build_calibration
+    from aipc.pipeline import paths
+    from aipc.pipeline.calibration import build_calibration
 
     meta = build_calibration(obj.params, paths.source_dir(), paths.calibration_dir())
     click.echo(f"calibration: {meta['shape'][0]} windows x {meta['shape'][1]} tokens from {', '.join(meta['texts'])}")
@@ -33,8 +33,8 @@ def calibration(obj) -> None:
 @click.pass_obj
 def validate(obj, backend: str, variant: str) -> None:
     """Accuracy, tokenizer parity and gates for artifacts/BACKEND/VARIANT -> metrics/validate/."""
-    from pipeline import paths
-    from validation.validate import validate_artifact
+    from aipc.pipeline import paths
+    from aipc.validation.validate import validate_artifact
 
     folder = paths.existing_artifact(backend, variant)
     rec = validate_artifact(obj.params, backend, variant, folder, paths.source_dir(), paths.reference_dir(),

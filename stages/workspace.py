@@ -18,7 +18,7 @@ def command() -> None:
               help="YAML merged over the release params.yaml, e.g. configs/embedded.yaml.")
 def init(dest: Path, profile: Path | None) -> None:
     """Create DEST with params.yaml (+ PROFILE), dvc.yaml and code links; then `cd DEST && dvc repro`."""
-    from pipeline import workspace
+    from aipc.pipeline import workspace
 
     workspace.create(dest, profile)
     click.echo(f"workspace: {dest} (run: cd {dest} && dvc repro)")
@@ -30,7 +30,7 @@ def init(dest: Path, profile: Path | None) -> None:
 def commit(dest: Path, message: str) -> None:
     """Commit the workspace's params, dvc.lock and metrics (the baseline `dvc exp show`, `dvc params diff`
     and `dvc metrics diff` compare with); the same as `git add -A && git commit` where git knows who you are."""
-    from pipeline import workspace
+    from aipc.pipeline import workspace
 
     rev = workspace.commit(dest, message)
     click.echo(f"committed {rev[:7]} in {dest}" if rev else f"nothing to commit in {dest}")

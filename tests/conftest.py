@@ -171,7 +171,7 @@ def hub_server(tmp_path: Path) -> Iterator[HubServer]:
 def embedded_dir() -> Path:
     """The embedded SmolLM2 Phi-3 checkpoint (pipeline.sources.embedded), built once and cached
     under $AIPC_CACHE_DIR / $XDG_CACHE_HOME/aipc / ~/.cache/aipc, shared across test runs."""
-    from pipeline.sources.embedded import embedded_checkpoint
+    from aipc.pipeline.sources.embedded import embedded_checkpoint
 
     return embedded_checkpoint()
 

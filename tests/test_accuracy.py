@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from validation.accuracy import (kl_topk, log_softmax, prefix_agreement, reference_from_logits, score_window,
+from aipc.validation.accuracy import (kl_topk, log_softmax, prefix_agreement, reference_from_logits, score_window,
                                  summarize)
 
 

@@ -118,7 +118,7 @@ def _prune(root: Path, wheels_key: str) -> None:
 @pytest.fixture(scope="module")
 def published(repro_workspace, tmp_path_factory):
     """The embedded model's bundles on the local Hub server: (workspace, server)."""
-    from pipeline.config import load_params
+    from aipc.pipeline.config import load_params
 
     ws, repro, _ = repro_workspace
     assert repro.returncode == 0, repro.stderr[-3000:]

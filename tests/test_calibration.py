@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import CALIBRATION_TEXTS, EVAL_TEXTS, OpenVINOVariant, deep_merge, parse_params
-from pipeline.errors import ConfigError
+from aipc.pipeline.config import CALIBRATION_TEXTS, EVAL_TEXTS, OpenVINOVariant, deep_merge, parse_params
+from aipc.pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -135,8 +135,8 @@ def _ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
 
 
 def test_calibration_and_evaluation_texts_share_no_8_word_sequence():
-    from pipeline.calibration import calibration_text
-    from validation.reference import eval_text
+    from aipc.pipeline.calibration import calibration_text
+    from aipc.validation.reference import eval_text
 
     assert set(CALIBRATION_TEXTS).isdisjoint(EVAL_TEXTS)
     held_out = set().union(*(_ngrams(eval_text(n)) for n in EVAL_TEXTS))
@@ -149,7 +149,7 @@ def test_calibration_and_evaluation_texts_share_no_8_word_sequence():
 
 def test_the_check_can_fail():
     """The same check flags a calibration text that quotes an evaluation text."""
-    from validation.reference import eval_text
+    from aipc.validation.reference import eval_text
 
     quoted = "Some calibration prose. " + " ".join(eval_text("gpl3").split()[100:120])
     assert _ngrams(quoted) & _ngrams(eval_text("gpl3"))
@@ -166,9 +166,9 @@ class _WordTokenizer:
 
 
 def test_calibration_windows_are_round_robin_and_disjoint_from_eval_windows():
-    from pipeline.config import CalibrationSection
-    from pipeline.calibration import calibration_windows
-    from validation.reference import eval_text
+    from aipc.pipeline.config import CalibrationSection
+    from aipc.pipeline.calibration import calibration_windows
+    from aipc.validation.reference import eval_text
 
     tok = _WordTokenizer()
     cal = CalibrationSection(texts=["apache2", "python_topics"], seq_len=32, num_samples=40)
@@ -200,12 +200,12 @@ DATA_AWARE = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(DATA_AWARE))
 def test_data_aware_export_records_the_algorithm(case, tiny_phi3, tmp_path):
-    from pipeline.export import openvino
-    from pipeline.package.card import render
-    from pipeline.package.manifest import build_manifest
-    from pipeline.calibration import build_calibration, load_calibration
+    from aipc.pipeline.export import openvino
+    from aipc.pipeline.package.card import render
+    from aipc.pipeline.package.manifest import build_manifest
+    from aipc.pipeline.calibration import build_calibration, load_calibration
 
-    from pipeline.sources import materialize
+    from aipc.pipeline.sources import materialize
 
     variant, flags, algorithm = DATA_AWARE[case]
     assert variant["dataset"] == "calibration"
@@ -216,13 +216,13 @@ def test_data_aware_export_records_the_algorithm(case, tiny_phi3, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_phi3)
-    from validation.reference import eval_text
+    from aipc.validation.reference import eval_text
 
     eval_ids = [tok.encode(eval_text(n), add_special_tokens=False) for n in EVAL_TEXTS]
     eval_16 = {tuple(ids[i:i + 16]) for ids in eval_ids for i in range(len(ids) - 15)}
     assert not {tuple(w[i:i + 16]) for w in wins.tolist() for i in range(len(w) - 15)} & eval_16
 
-    from pipeline.export import run_base
+    from aipc.pipeline.export import run_base
 
     run_base(p, tiny_phi3, tmp_path / "base")
     rec = openvino.export(p, "x", tiny_phi3, tmp_path / "ov", calibration_dir=tmp_path / "cal",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-AIPC = [sys.executable, "-m", "stages"]
+AIPC = [sys.executable, "-m", "aipc"]
 
 
 def run(args, cwd=ROOT, env=None, timeout=60):
@@ -143,7 +143,7 @@ def test_cost_metrics_count_child_processes(tmp_path):
     """A child's peak (e.g. the NPU-library worker) is the stage's peak when it is the larger."""
     import json
 
-    from pipeline.cost import measure
+    from aipc.pipeline.cost import measure
 
     out = tmp_path / "c.json"
     with measure("x", out):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.compat import Gate, gates
+from aipc.pipeline.compat import Gate, gates
 
 
 @pytest.mark.parametrize("gate", gates(), ids=lambda g: g.dist)
@@ -35,7 +35,7 @@ def test_optimum_intel_private_calls_keep_their_shape():
     from optimum.exporters.openvino.__main__ import _main_quantize
     from optimum.intel import OVModelForCausalLM
 
-    from pipeline.compat import optimum_intel
+    from aipc.pipeline.compat import optimum_intel
 
     assert {"model_name_or_path", "task", "library_name", "quantization_config", "output", "cache_dir",
             "trust_remote_code"} <= _params(_main_quantize)
@@ -53,7 +53,7 @@ def test_optimum_intel_private_calls_keep_their_shape():
 
 
 def test_the_probe_filter_drops_that_record_only(caplog):
-    from pipeline.compat import optimum_intel
+    from aipc.pipeline.compat import optimum_intel
 
     optimum_intel.quiet_offline_format_probe()
     optimum_intel.quiet_offline_format_probe()  # idempotent
@@ -70,7 +70,7 @@ def test_the_probe_filter_drops_that_record_only(caplog):
 def test_nncf_group_size_error_is_recognised():
     from nncf.errors import InvalidGroupSizeError
 
-    from pipeline.compat import nncf
+    from aipc.pipeline.compat import nncf
 
     assert nncf.is_invalid_group_size(InvalidGroupSizeError("x"))
     assert not nncf.is_invalid_group_size(ValueError("InvalidGroupSizeError"))
@@ -78,7 +78,7 @@ def test_nncf_group_size_error_is_recognised():
 
 @pytest.mark.slow
 def test_ortgenai_builder_internals_keep_their_shape():
-    from pipeline.compat import ortgenai_builder
+    from aipc.pipeline.compat import ortgenai_builder
 
     model = ortgenai_builder.builder_model_class()
     assert model is not None, "the builder no longer imports its classes as the top-level module builders.base"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import EmbeddedSource, HubSource, Params, deep_merge, load_params, parse_params
-from pipeline.errors import ConfigError
+from aipc.pipeline.config import EmbeddedSource, HubSource, Params, deep_merge, load_params, parse_params
+from aipc.pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -183,7 +183,7 @@ def test_user_texts_are_txt_files_under_texts(entry, needles):
 
 
 def test_user_texts_next_to_the_shipped_ones():
-    from pipeline.config import text_label
+    from aipc.pipeline.config import text_label
 
     p = parse_params(with_("validation.texts", ["python_docs", "texts/our-docs.txt", "texts/eval/more.txt"]))
     assert [text_label(t) for t in p.validation.texts] == ["python_docs", "our-docs", "more"]

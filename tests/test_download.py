@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import SourceError
-from pipeline.fsutil import sha256_file
+from aipc.pipeline.errors import SourceError
+from aipc.pipeline.fsutil import sha256_file
 
 try:
     from .faults import assert_refused
@@ -37,7 +37,7 @@ def write_params(ws: Path, model: dict) -> None:
 def aipc(ws: Path, env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(env)
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "stages", *args], cwd=ws, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "aipc", *args], cwd=ws, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -188,8 +188,8 @@ def test_corrupt_cached_blob_is_refused(hub_server, tiny_phi3, ws, tmp_path):
 
 
 def test_local_source_and_its_checks(tiny_phi3, tmp_path):
-    from pipeline.config import LocalSource
-    from pipeline.sources import materialize
+    from aipc.pipeline.config import LocalSource
+    from aipc.pipeline.sources import materialize
 
     rec = materialize(LocalSource(name="t", source="local", path=str(tiny_phi3)), tmp_path / "out")
     assert rec["source"] == "local" and "model.safetensors" in rec["files"]

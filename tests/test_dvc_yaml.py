@@ -116,7 +116,7 @@ def test_deps_exist_or_are_produced():
 def test_stage_commands_are_aipc_commands(monkeypatch):
     from click.testing import CliRunner
 
-    from stages.cli import main
+    from aipc.stages.cli import main
 
     # what is checked here is the command line; the toolchain check on --cost-metrics has its own test
     monkeypatch.setenv("AIPC_ALLOW_TOOLCHAIN_DRIFT", "1")
@@ -153,7 +153,7 @@ def test_outputs_are_hard_linked_into_the_cache_in_the_repo_and_every_workspace(
     .dvc/config and a new workspace's say so, and re-creating a workspace keeps its config as is."""
     from configparser import ConfigParser
 
-    from pipeline.workspace import DVC_CACHE_TYPE, create
+    from aipc.pipeline.workspace import DVC_CACHE_TYPE, create
 
     assert DVC_CACHE_TYPE.split(",")[0] == "hardlink"  # DVC's commit links only when hardlink comes first
 
@@ -185,8 +185,8 @@ def test_every_stage_depends_on_its_toolchain():
 
 
 def test_a_drifted_toolchain_is_refused_naming_the_package_and_both_versions(tmp_path, monkeypatch):
-    from pipeline.errors import EnvironmentProblem
-    from pipeline.toolchain import check_toolchain, drift, read_pins
+    from aipc.pipeline.errors import EnvironmentProblem
+    from aipc.pipeline.toolchain import check_toolchain, drift, read_pins
 
     (tmp_path / "requirements").mkdir()
     lock = tmp_path / "requirements" / "lock.txt"
@@ -230,7 +230,7 @@ def test_a_workspace_is_a_git_repository_where_dvc_diffs_params(tmp_path, monkey
     repositories` in a no-scm workspace), a second init commits nothing."""
     from scmrepo.git import Git
 
-    from pipeline.workspace import create
+    from aipc.pipeline.workspace import create
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no git identity configured: it still commits
     ws = create(tmp_path / "ws", ROOT / "configs" / "embedded.yaml")
@@ -263,8 +263,8 @@ def test_a_workspace_is_a_git_repository_where_dvc_diffs_params(tmp_path, monkey
 def test_a_workspace_edit_of_dvc_yaml_never_reaches_the_checkout(tmp_path, monkeypatch):
     """The workspace's dvc.yaml is its own: an edit stays there; init refuses to drop an uncommitted edit
     (naming the file and both ways out), and brings the checkout's version over a committed one."""
-    from pipeline.errors import ConfigError
-    from pipeline.workspace import commit, create
+    from aipc.pipeline.errors import ConfigError
+    from aipc.pipeline.workspace import commit, create
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     checkout = (ROOT / "dvc.yaml").read_bytes()
@@ -287,7 +287,7 @@ def test_a_workspace_from_before_git_becomes_one(tmp_path, monkeypatch):
 
     from dvc.repo import Repo
 
-    from pipeline.workspace import create
+    from aipc.pipeline.workspace import create
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     ws = tmp_path / "old"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import SourceError
-from pipeline.fsutil import sha256_file
-from pipeline.fsutil import file_table
-from pipeline.sources import embedded
-from pipeline.sources.checkpoint import check_checkpoint
+from aipc.pipeline.errors import SourceError
+from aipc.pipeline.fsutil import sha256_file
+from aipc.pipeline.fsutil import file_table
+from aipc.pipeline.sources import embedded
+from aipc.pipeline.sources.checkpoint import check_checkpoint
 
 APACHE_2_0_SHA256 = "c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4"
 CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"

@@ -49,7 +49,7 @@ ARTIFACTS = [("openvino", "fp16"), ("openvino", "int4"), ("openvino", "npu-int4"
 
 def family_params(model_dir: Path, name: str) -> dict:
     """The release params.yaml with the embedded profile on top, pointed at a local tiny model."""
-    from pipeline.config import deep_merge
+    from aipc.pipeline.config import deep_merge
 
     release = yaml.safe_load((ROOT / "params.yaml").read_text())
     profile = yaml.safe_load((ROOT / "configs" / "embedded.yaml").read_text())
@@ -118,15 +118,15 @@ def npu_worker(tmp_path_factory):
 
 @pytest.mark.parametrize("name", FAMILY)
 def test_member_through_every_stage(name, tmp_path, embedded_dir, monkeypatch, npu_worker):
-    from pipeline import paths
-    from pipeline.config import parse_params
-    from pipeline.errors import EnvironmentProblem
-    from pipeline.fsutil import read_json, sha256_file
-    from pipeline.package import build_bundle
-    from pipeline.sources import materialize
-    from validation.reference import build_reference
-    from validation.smoke import run_smoke
-    from validation.validate import validate_artifact
+    from aipc.pipeline import paths
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.errors import EnvironmentProblem
+    from aipc.pipeline.fsutil import read_json, sha256_file
+    from aipc.pipeline.package import build_bundle
+    from aipc.pipeline.sources import materialize
+    from aipc.validation.reference import build_reference
+    from aipc.validation.smoke import run_smoke
+    from aipc.validation.validate import validate_artifact
 
     model_dir = make_tiny_phi3(tmp_path / "model", embedded_dir, name=name)
     written = json.loads((model_dir / "config.json").read_text())
@@ -141,7 +141,7 @@ def test_member_through_every_stage(name, tmp_path, embedded_dir, monkeypatch, n
 
     materialize(params.model, paths.source_dir())
     build_reference(params, paths.source_dir(), paths.reference_dir())
-    from pipeline.export import run, run_base
+    from aipc.pipeline.export import run, run_base
 
     run_base(params, paths.source_dir(), paths.openvino_base_dir())  # every OpenVINO variant below is compressed from it
     built, skipped = [], {}

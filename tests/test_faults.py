@@ -39,12 +39,12 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def aipc(cwd: Path, *args: str, timeout: float = 300, preexec_fn=None, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages", *args], cwd=cwd, env=env(HF_HOME=str(cwd / ".hf"), **extra),
+    return subprocess.run([sys.executable, "-m", "aipc", *args], cwd=cwd, env=env(HF_HOME=str(cwd / ".hf"), **extra),
                           capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def release_with_embedded() -> dict:
-    from pipeline.workspace import merged_params
+    from aipc.pipeline.workspace import merged_params
 
     return merged_params(ROOT, ROOT / "configs" / "embedded.yaml")
 
@@ -227,7 +227,7 @@ def test_memory_preflight_refuses_then_override_runs(downloaded):
 
 def test_preflight_estimates_on_real_phi3_mini_shapes(tmp_path):
     """The estimate for the real 3.8B Phi-3-mini (parameters counted from safetensors headers)."""
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     try:
         from .tiny import real_config

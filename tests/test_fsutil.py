@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fsutil import MappedPages, atomic_dir, dump_json, file_table, write_json
+from aipc.pipeline.fsutil import MappedPages, atomic_dir, dump_json, file_table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,9 +105,9 @@ def test_safetensors_header_reads_a_real_file_and_names_each_defect(tmp_path):
     import numpy as np
     from safetensors.numpy import save_file
 
-    from pipeline.errors import SourceError
-    from pipeline.fsutil import SafetensorsError, safetensors_header
-    from pipeline.preflight import count_parameters
+    from aipc.pipeline.errors import SourceError
+    from aipc.pipeline.fsutil import SafetensorsError, safetensors_header
+    from aipc.pipeline.preflight import count_parameters
 
     good = tmp_path / "model.safetensors"
     save_file({"a": np.zeros((3, 4), np.float32), "b": np.ones(5, np.float16)}, str(good), metadata={"k": "v"})
@@ -140,7 +140,7 @@ def test_pages_dropped_while_bounds_a_read_only_mapping_and_leaves_written_pages
     copy-on-write copy, which dropping would lose) and files elsewhere are never touched."""
     import numpy as np
 
-    from pipeline.fsutil import pages_dropped_while
+    from aipc.pipeline.fsutil import pages_dropped_while
 
     data = np.random.default_rng(1).integers(0, 2**16, 32 << 20, dtype=np.uint16)  # 64 MiB
     (tmp_path / "ir").mkdir()

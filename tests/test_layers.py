@@ -13,16 +13,25 @@ LAYERS = {"pipeline": 0, "validation": 1, "stages": 2, "aipc": 3}
 OTHER = {ROOT / "envs" / "npu" / "aipc_npu": 0}
 
 
+def layer_of(module: str) -> str:
+    """The layer a dotted module name belongs to: ``aipc.pipeline.x`` -> pipeline, ``aipc.cli`` -> aipc (the
+    NPU environment imports the library from the checkout as the top-level ``pipeline``)."""
+    parts = module.split(".")
+    if parts[0] == "aipc" and len(parts) > 1 and parts[1] in LAYERS:
+        return parts[1]
+    return parts[0]
+
+
 def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
-    """(line, top-level package) of every absolute import, and of relative ones resolved to their package."""
+    """(line, layer) of every absolute import, and of relative ones resolved to their package's layer."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = path.relative_to(root).parts[0]
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+            out += [(node.lineno, layer_of(alias.name)) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            out.append((node.lineno, package if node.level else (node.module or "").split(".")[0]))
+            out.append((node.lineno, package if node.level else layer_of(node.module or "")))
     return out
 
 
@@ -50,7 +59,26 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     """The check itself: a library module that imports the command layer lazily is caught."""
     for top in LAYERS:
         (tmp_path / top).mkdir()
-    (tmp_path / "pipeline" / "x.py").write_text("def f():\n    from stages.cli import main\n    return main\n")
-    (tmp_path / "validation" / "y.py").write_text("from pipeline import config\n")
+    (tmp_path / "pipeline" / "x.py").write_text("def f():\n    from aipc.stages.cli import main\n    return main\n")
+    (tmp_path / "validation" / "y.py").write_text("from aipc.pipeline import config\nimport aipc.pipeline.fsutil\n")
+    (tmp_path / "stages" / "z.py").write_text("import aipc.worker\n")
     assert wrong_way_imports(tmp_path) == [
-        "pipeline/x.py:2: pipeline (layer 0) imports stages (layer 2)"], wrong_way_imports(tmp_path)
+        "pipeline/x.py:2: pipeline (layer 0) imports stages (layer 2)",
+        "stages/z.py:1: stages (layer 2) imports aipc (layer 3)"], wrong_way_imports(tmp_path)
+
+
+def test_one_import_package_lists_every_folder_of_the_layers():
+    """The wheel installs one top-level package, ``aipc``, the layers' folders mapped under it
+    (pyproject.toml [tool.setuptools]); a new subpackage that is not listed would be left out of the wheel."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"] == {"aipc": "aipc", "aipc.pipeline": "pipeline", "aipc.stages": "stages",
+                                    "aipc.validation": "validation"}
+    on_disk = set()
+    for name, folder in setup["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            on_disk.add(".".join((name, *rel)))
+    assert set(setup["packages"]) == on_disk
+    assert {p.split(".")[0] for p in setup["packages"]} == {"aipc"}

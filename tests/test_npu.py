@@ -42,20 +42,20 @@ def npu_python() -> Path:
     """The NPU environment's python (built by envs/npu/setup.sh if needed; a no-op when up to date)."""
     r = _setup()
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    from pipeline.export.npu import env_python
+    from aipc.pipeline.export.npu import env_python
 
     return env_python(ROOT / ".venv-npu")
 
 
 @pytest.fixture(scope="session")
 def release_params():
-    from pipeline.config import load_params
+    from aipc.pipeline.config import load_params
 
     return load_params(ROOT / "params.yaml")
 
 
 def _params_with(**npu):
-    from pipeline.config import parse_params
+    from aipc.pipeline.config import parse_params
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["npu"].update(npu)
@@ -64,7 +64,7 @@ def _params_with(**npu):
 
 def _fake_artifact(folder: Path, runtime: dict[str, str], model_bytes: bytes = b"not a real model") -> Path:
     """An artifact folder with a correct export record, for the checks that never get to unpickling."""
-    from pipeline.fsutil import file_table, write_json
+    from aipc.pipeline.fsutil import file_table, write_json
 
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(model_bytes)
@@ -122,7 +122,7 @@ def test_compile_guard_digest_sees_a_changed_weight(npu_python):
 def test_compile_loads_fp32_at_one_copy_bit_identical_under_the_envs_transformers(npu_python, tmp_path, embedded_dir):
     """The NPU env (transformers 4.57) loads through pipeline.torchload: the same fp32 weights as the
     library's own ``from_pretrained`` (its default dtype), without the whole mapped bf16 file resident."""
-    from pipeline.export.npu import helper_env
+    from aipc.pipeline.export.npu import helper_env
     from tiny import make_tiny_phi3
 
     ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, dtype="bfloat16")
@@ -214,7 +214,7 @@ print("ok")
 def test_compile_with_vectorized_packing_equals_the_librarys_loop(npu_python, tmp_path, embedded_dir):
     """A tiny bf16 Phi-3 compiled at int4 and int8 with aipc_npu.packing and with neural-compressor's own
     loop: every tensor of the pickled model (state and QuantizedLinear attributes) is equal."""
-    from pipeline.export.npu import helper_env
+    from aipc.pipeline.export.npu import helper_env
     from tiny import make_tiny_phi3
 
     ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, dtype="bfloat16")
@@ -265,8 +265,8 @@ def test_second_env_reuses_the_cached_wheel(npu_python, tmp_path):
 
 
 def test_missing_env_is_a_clear_error(tmp_path, release_params):
-    from pipeline.errors import EnvironmentProblem
-    from pipeline.export.npu import export, load_npu_artifact
+    from aipc.pipeline.errors import EnvironmentProblem
+    from aipc.pipeline.export.npu import export, load_npu_artifact
 
     missing = tmp_path / "no-such-env"
     with pytest.raises(EnvironmentProblem) as e:
@@ -290,7 +290,7 @@ def test_missing_env_through_the_cli(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "artifacts" / "source").mkdir(parents=True)
     (tmp_path / "artifacts" / "source" / "config.json").write_text('{"model_type": "phi3"}')
-    r = subprocess.run([sys.executable, "-m", "stages", "export", "npu", "int4"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-m", "aipc", "export", "npu", "int4"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert_refused(r, "env-npu-missing")
     assert "aipc: error: the NPU environment" in r.stderr and "aipc: fix: build it: bash envs/npu/setup.sh" in r.stderr
@@ -298,8 +298,8 @@ def test_missing_env_through_the_cli(tmp_path):
 
 
 def test_unsupported_os(monkeypatch, tmp_path):
-    from pipeline.errors import EnvironmentProblem
-    from pipeline.export.npu import load_npu_artifact
+    from aipc.pipeline.errors import EnvironmentProblem
+    from aipc.pipeline.export.npu import load_npu_artifact
 
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(EnvironmentProblem) as e:
@@ -308,7 +308,7 @@ def test_unsupported_os(monkeypatch, tmp_path):
 
 
 def test_unknown_npu_variant_key_refused(tmp_path):
-    from pipeline.errors import ConfigError
+    from aipc.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         _params_with(variants={"int4": {"dtype": "int4", "use_to": True}})
@@ -317,8 +317,8 @@ def test_unknown_npu_variant_key_refused(tmp_path):
 
 def test_tampered_artifact_refused_before_unpickling(npu_python, tmp_path):
     """Main side and worker side: a model.pt that differs from its recorded sha256 is never loaded."""
-    from pipeline.errors import ArtifactIntegrityError
-    from pipeline.export.npu import env_versions, load_npu_artifact, run_helper
+    from aipc.pipeline.errors import ArtifactIntegrityError
+    from aipc.pipeline.export.npu import env_versions, load_npu_artifact, run_helper
 
     art = _fake_artifact(tmp_path / "art", env_versions(npu_python))
     marker = tmp_path / "UNPICKLED"
@@ -335,8 +335,8 @@ def test_tampered_artifact_refused_before_unpickling(npu_python, tmp_path):
 
 
 def test_version_mismatch_refused(npu_python, tmp_path):
-    from pipeline.errors import EnvironmentProblem
-    from pipeline.export.npu import env_versions, load_npu_artifact, run_helper
+    from aipc.pipeline.errors import EnvironmentProblem
+    from aipc.pipeline.export.npu import env_versions, load_npu_artifact, run_helper
 
     runtime = dict(env_versions(npu_python), transformers="5.5.4")
     art = _fake_artifact(tmp_path / "art", runtime)
@@ -358,7 +358,7 @@ def test_version_mismatch_refused(npu_python, tmp_path):
 @pytest.fixture(scope="module")
 def npu_artifact(npu_python, release_params, embedded_dir, tmp_path_factory):
     """The embedded model compiled at int4 by pipeline.export.npu.export (one NPU-env process)."""
-    from pipeline.export.npu import export
+    from aipc.pipeline.export.npu import export
 
     out = tmp_path_factory.mktemp("npu") / "artifacts" / "npu" / "int4"
     cwd_before = set(os.listdir(os.getcwd()))
@@ -371,7 +371,7 @@ def npu_artifact(npu_python, release_params, embedded_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_record(npu_artifact):
-    from pipeline.fsutil import sha256_file
+    from aipc.pipeline.fsutil import sha256_file
 
     out, record = npu_artifact
     assert record == json.loads((out / "aipc_export.json").read_text())
@@ -427,7 +427,7 @@ def test_shipped_loader_alone_gives_the_workers_answer_and_refuses_a_tampered_co
     """The artifact's own aipc_npu_loader.py (what an NPU bundle's card runs), in the NPU environment with no
     file of this repository importable: same greedy tokens as aipc's worker; a flipped byte is refused before
     anything is unpickled."""
-    from pipeline.export.npu import LOADER_FILE, LOADER_SOURCE, load_npu_artifact
+    from aipc.pipeline.export.npu import LOADER_FILE, LOADER_SOURCE, load_npu_artifact
 
     out, record = npu_artifact
     assert (out / LOADER_FILE).read_bytes() == LOADER_SOURCE.read_bytes() and LOADER_FILE in record["files"]
@@ -455,8 +455,8 @@ def test_shipped_loader_alone_gives_the_workers_answer_and_refuses_a_tampered_co
 
 @pytest.mark.slow
 def test_tampered_real_artifact_refused(npu_artifact, tmp_path):
-    from pipeline.errors import ArtifactIntegrityError
-    from pipeline.export.npu import load_npu_artifact
+    from aipc.pipeline.errors import ArtifactIntegrityError
+    from aipc.pipeline.export.npu import load_npu_artifact
 
     out, _ = npu_artifact
     copy = tmp_path / "int4"
@@ -478,8 +478,8 @@ def test_runner_logits_match_transformers_fp32(npu_artifact, release_params, emb
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from validation.runners import open_runner
-    from validation.runners.base import Generation
+    from aipc.validation.runners import open_runner
+    from aipc.validation.runners.base import Generation
 
     out, _ = npu_artifact
     tok = AutoTokenizer.from_pretrained(embedded_dir)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import deep_merge, parse_params
-from pipeline.fsutil import sha256_file
+from aipc.pipeline.config import deep_merge, parse_params
+from aipc.pipeline.fsutil import sha256_file
 
 try:
     from .tiny import make_tiny_phi3
@@ -61,7 +61,7 @@ def _logits(xml: Path) -> np.ndarray:
 @pytest.fixture(scope="module", params=["bfloat16", "float32"])
 def exports(request, tmp_path_factory, embedded_dir):
     """A tiny Phi-3 (bf16 as the Hub ships it, and fp32): ours from one base, optimum-cli once per variant."""
-    from pipeline.export import openvino, run_base
+    from aipc.pipeline.export import openvino, run_base
 
     tmp = tmp_path_factory.mktemp(f"ov-{request.param}")
     src = make_tiny_phi3(tmp / "src", embedded_dir, dtype=request.param, heads=3, intermediate=320)
@@ -143,8 +143,8 @@ def test_base_is_the_uncompressed_trace_in_the_source_dtype(exports):
 
 
 def test_variant_without_a_base_says_how_to_build_it(tmp_path, embedded_dir):
-    from pipeline.errors import ExportError
-    from pipeline.export import openvino
+    from aipc.pipeline.errors import ExportError
+    from aipc.pipeline.export import openvino
 
     params = parse_params(copy.deepcopy(EMBEDDED))
     with pytest.raises(ExportError) as err:
@@ -159,7 +159,7 @@ def test_bf16_to_f16_is_torchs_cast_and_numpys_for_every_pattern():
     exact-widen-then-round numpy path (equal bits except NaN payloads, which stay NaN)."""
     import torch
 
-    from pipeline.export.openvino import bf16_bits_to_f16
+    from aipc.pipeline.export.openvino import bf16_bits_to_f16
 
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     got = bf16_bits_to_f16(bits)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import parse_params
-from pipeline.errors import ConfigError
+from aipc.pipeline.config import parse_params
+from aipc.pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -64,7 +64,7 @@ def test_release_variants_map_to_builder_options():
 
 
 def _build(tmp_path, src, key, variant):
-    from pipeline.export import ortgenai
+    from aipc.pipeline.export import ortgenai
 
     params = params_with({key: variant})
     out = tmp_path / key
@@ -102,7 +102,7 @@ def test_options_reach_the_graph_and_files_are_complete(tmp_path, tiny_phi3):
 
 @pytest.mark.slow
 def test_dml_fp16_keeps_dml_on_disk_and_runs_on_cpu_from_the_config_object(tmp_path, tiny_phi3):
-    from validation.runners.ortgenai import OrtGenAIRunner
+    from aipc.validation.runners.ortgenai import OrtGenAIRunner
 
     out, rec = _build(tmp_path, tiny_phi3, "dml-fp16", {"precision": "fp16", "execution_provider": "dml"})
     assert rec["effective"]["providers"] == ["dml"] and rec["effective"]["matmulnbits"] == {}
@@ -115,7 +115,7 @@ def test_dml_fp16_keeps_dml_on_disk_and_runs_on_cpu_from_the_config_object(tmp_p
 
 @pytest.mark.slow
 def test_tokenizer_config_is_portable_to_older_runtimes(tmp_path, tiny_phi3):
-    from pipeline.export.ortgenai import PORTABLE_TOKENIZER_CLASSES
+    from aipc.pipeline.export.ortgenai import PORTABLE_TOKENIZER_CLASSES
 
     out, rec = _build(tmp_path, tiny_phi3, "cpu-int4",
                       {"precision": "int4", "execution_provider": "cpu", "block_size": 32, "accuracy_level": 4,
@@ -167,8 +167,8 @@ def test_longrope_128k_config_builds(tmp_path, embedded_dir):
 def test_int4_quantized_from_disk_is_byte_identical_to_the_builder_in_memory(tmp_path, tiny_phi3, key, variant):
     """The export hands the builder's float graph to the quantizer from a temp file (the memory fix);
     the model must be exactly what the builder writes when it keeps that graph in memory."""
-    from pipeline.compat.ortgenai_builder import SPILL_DIR
-    from pipeline.export.ortgenai import make_genai_config_portable, run_builder
+    from aipc.pipeline.compat.ortgenai_builder import SPILL_DIR
+    from aipc.pipeline.export.ortgenai import make_genai_config_portable, run_builder
 
     out, rec = _build(tmp_path, tiny_phi3, key, variant)
     # k_quant/rtn keep the builder's in-memory path (onnx refuses absolute external-data paths there)
@@ -194,8 +194,8 @@ def test_layers_built_without_random_init_are_byte_identical(tmp_path, tiny_phi3
     (The INT4 variants are compared the same way by the test above.)"""
     import torch
 
-    from pipeline.compat.ortgenai_builder import layers_without_random_init
-    from pipeline.export.ortgenai import make_genai_config_portable, run_builder
+    from aipc.pipeline.compat.ortgenai_builder import layers_without_random_init
+    from aipc.pipeline.export.ortgenai import make_genai_config_portable, run_builder
 
     calls = []
     real = torch.nn.init.kaiming_uniform_
@@ -222,7 +222,7 @@ def test_no_random_init_inside_the_builders_make_layer():
     creates keeps torch.empty's memory instead of a kaiming_uniform_ fill), and the wrap is undone after."""
     import torch
 
-    from pipeline.compat.ortgenai_builder import builder_model_class, layers_without_random_init
+    from aipc.pipeline.compat.ortgenai_builder import builder_model_class, layers_without_random_init
 
     model_class = builder_model_class()
     upstream = model_class.make_layer

@@ -101,8 +101,8 @@ def test_artifacts_load_with_openvino_genai_and_optimum(repro_workspace):
 _MAPPED_PROBE = r"""
 import contextlib, json, sys
 from pathlib import Path
-import validation.runners.openvino as ovr
-from pipeline.config import load_params
+import aipc.validation.runners.openvino as ovr
+from aipc.pipeline.config import load_params
 if sys.argv[2] == "off":  # the control: what the runner did before
     ovr.pages_dropped_while = lambda *a, **k: contextlib.nullcontext()
 folder = Path(sys.argv[1])
@@ -164,7 +164,7 @@ def test_no_telemetry_written_to_home(repro_workspace):
 
 
 def test_release_params_untouched_and_workspace_params_valid(repro_workspace):
-    from pipeline.config import load_params
+    from aipc.pipeline.config import load_params
 
     ws, _, _ = repro_workspace
     root = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_second_repro_is_a_noop_then_an_experiment_reruns_only_int4(repro_worksp
     """A second `dvc repro` does nothing; `dvc exp run -S` of one INT4 setting (in the workspace, a git
     repository of its own) reruns only that variant's chain, and DVC's git-based views show it against the
     committed baseline: `dvc exp show`, `dvc params diff`, `dvc metrics diff`, `dvc plots diff`."""
-    from pipeline.workspace import commit
+    from aipc.pipeline.workspace import commit
 
     ws, _, env = repro_workspace
     import time

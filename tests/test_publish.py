@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import ConfigError
-from pipeline.fsutil import file_table, read_json, sha256_file, write_json
-from pipeline.records import NPUExportRecord, SmokeRecord, ValidateRecord
+from aipc.pipeline.errors import ConfigError
+from aipc.pipeline.fsutil import file_table, read_json, sha256_file, write_json
+from aipc.pipeline.records import NPUExportRecord, SmokeRecord, ValidateRecord
 
 try:
     from .hubserver import hf_env
@@ -99,9 +99,9 @@ def make_source(src: Path, tiny: Path) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_phi3) -> Path:
     """A workspace with source, two real artifacts, metrics and their bundles (built once per module)."""
-    from pipeline.config import parse_params
-    from pipeline.export import openvino, ortgenai, run_base
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.export import openvino, ortgenai, run_base
+    from aipc.pipeline.package import build_bundle
 
     ws = tmp_path_factory.mktemp("publish") / "ws"
     ws.mkdir()
@@ -131,7 +131,7 @@ def ws(built, tmp_path) -> Path:
 def aipc(ws: Path, env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = dict(env)
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "stages", *args], cwd=ws, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "aipc", *args], cwd=ws, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -168,8 +168,8 @@ def clean(server) -> None:
 
 
 def test_manifest_is_deterministic_and_complete(built, tmp_path):
-    from pipeline.config import parse_params
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.package import build_bundle
 
     params = parse_params(release_params())
     again = build_bundle(params, "openvino", "int4", built, out_dir=tmp_path / "again")
@@ -204,7 +204,7 @@ def test_manifest_is_deterministic_and_complete(built, tmp_path):
         assert meta == {"sha256": sha256_file(first / name), "size": (first / name).stat().st_size}
     assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", json.dumps(m)), "no timestamps"
     ort = read_json(bundle(built, "ortgenai-cpu-int4") / "manifest.json")
-    from pipeline.export.ortgenai import MIN_RUNTIME
+    from aipc.pipeline.export.ortgenai import MIN_RUNTIME
 
     assert ort["min_runtime"] == MIN_RUNTIME and "validate" not in ort["validation"]
     assert ort["library_name"] == "onnxruntime-genai"
@@ -231,7 +231,7 @@ def test_card_front_matter_and_sections(built):
     ort = (bundle(built, "ortgenai-cpu-int4") / "README.md").read_text()
     meta = yaml.safe_load(ort.split("---\n", 2)[1])
     assert "library_name" not in meta and {"onnx", "onnxruntime-genai"} <= set(meta["tags"])
-    from pipeline.export.ortgenai import MIN_RUNTIME
+    from aipc.pipeline.export.ortgenai import MIN_RUNTIME
 
     assert f'path = hf.snapshot_download("{ORT_REPO}")' in ort and "config = og.Config(path)" in ort
     assert "clear_providers" not in ort  # a CPU build: its own provider is the CPU
@@ -240,7 +240,7 @@ def test_card_front_matter_and_sections(built):
 
 
 def test_card_precision_hint_only_for_a_pinned_cpu_run():
-    from pipeline.package.card import _validated_precision
+    from aipc.pipeline.package.card import _validated_precision
 
     def m(runtime):
         return {"validation": {"smoke": {"runtime": runtime}}} if runtime is not None else {"validation": {}}
@@ -253,8 +253,8 @@ def test_card_precision_hint_only_for_a_pinned_cpu_run():
 
 
 def test_license_detection_and_embedded_provenance(tmp_path):
-    from pipeline.config import parse_params
-    from pipeline.package.manifest import _license_from_text, detect_license
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.package.manifest import _license_from_text, detect_license
 
     params = parse_params(release_params())
     assert _license_from_text("  Apache License\n  Version 2.0, January 2004\n") == "apache-2.0"
@@ -274,7 +274,7 @@ def test_license_detection_and_embedded_provenance(tmp_path):
     ("{org}{model}-{backend}-{variant}", "not a Hub repo id"),
 ])
 def test_repo_template_is_validated(template, needle):
-    from pipeline.config import parse_params
+    from aipc.pipeline.config import parse_params
 
     data = release_params()
     data["openvino"]["variants"]["cpu-int4"] = {"weight_format": "fp16"}  # same variant name as ORT's
@@ -312,8 +312,8 @@ def test_release_script_publishes_every_bundle_then_republish_uploads_nothing(hu
 
 
 def test_one_changed_file_uploads_only_that_file_and_the_manifest(hub_server, ws):
-    from pipeline.config import parse_params
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.package import build_bundle
 
     env = hf_env(hub_server)
     assert aipc(ws, env, "publish", str(bundle(ws, "openvino-int4")), "--tag", "v1").returncode == 0
@@ -423,8 +423,8 @@ def test_upload_killed_halfway_then_resumed(hub_server, ws):
 
 
 def test_failed_gate_and_missing_smoke_are_refused(hub_server, ws):
-    from pipeline.config import parse_params
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.package import build_bundle
 
     params = parse_params(release_params())
     write_json(ws / "metrics/validate/openvino-int4.json", validate_record("openvino", "int4", top1=0.41))
@@ -467,7 +467,7 @@ def test_a_release_is_signed_by_the_key_from_the_secret_and_verifies_after_downl
     development key) are refused; rebuilt with AIPC_SIGNING_KEY (the PEM text, as a CI secret gives it) they
     publish through scripts/release.sh, and `aipc verify --public-key` / model-signing's CLI accept the
     download while another key is refused."""
-    from pipeline.package import signing
+    from aipc.pipeline.package import signing
 
     keys = tmp_path / "keys"
     signing.generate_key_pair(keys / "release.priv.pem", ws / "release.pub.pem")
@@ -563,7 +563,7 @@ def test_release_workflow_lint():
 def test_every_embedded_bundle_publishes_and_downloads_back_bit_identical(repro_workspace, tmp_path):
     """The issue's "done when": every bundle of the embedded model (the real dvc.yaml, `dvc repro`) goes to the
     local Hub through scripts/release.sh, downloads back identical, and a second release uploads 0 bytes."""
-    from pipeline.config import load_params
+    from aipc.pipeline.config import load_params
 
     try:
         from .hubserver import HubServer
@@ -600,7 +600,7 @@ def test_every_embedded_bundle_publishes_and_downloads_back_bit_identical(repro_
 def test_a_bundle_changed_and_re_signed_is_refused_by_what_dvc_lock_records(repro_workspace, tmp_path):
     """Rewrite a file of a built bundle, its sha256 in manifest.json, and sign it again (with any key: without
     bundle.public_key publish checks the key the bundle ships): the signature passes, dvc.lock does not."""
-    from pipeline.package import signing
+    from aipc.pipeline.package import signing
 
     try:
         from .test_pipeline_e2e import linked_copy
@@ -641,8 +641,8 @@ def test_npu_bundle_says_its_model_is_a_pickle(built, tmp_path):
     exact versions it loads with."""
     import torch
 
-    from pipeline.config import parse_params
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.package import build_bundle
 
     art = tmp_path / "artifacts/npu/int4"
     art.mkdir(parents=True)

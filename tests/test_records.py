@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipeline.errors import RecordError
-from pipeline.fsutil import dump_json
-from pipeline.records import (
+from aipc.pipeline.errors import RecordError
+from aipc.pipeline.fsutil import dump_json
+from aipc.pipeline.records import (
     EXPORT_JSON,
     CostRecord,
     Manifest,
@@ -108,8 +108,8 @@ def test_every_record_of_a_run_reads_back_and_writes_the_same_bytes(repro_worksp
 def test_a_hand_edited_smoke_record_stops_the_bundle_naming_file_and_key(repro_workspace, tmp_path):
     """A record on disk that is not what its stage writes is refused where it is read (one RecordError naming
     the file and the key: the CLI prints it as one message, exit code 10), before any bundle file is written."""
-    from pipeline.config import load_params
-    from pipeline.package import build_bundle
+    from aipc.pipeline.config import load_params
+    from aipc.pipeline.package import build_bundle
 
     ws, _, _ = repro_workspace
     smoke = ws / "metrics" / "smoke" / "openvino-int4.json"

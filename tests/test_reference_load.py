@@ -20,11 +20,11 @@ def test_upcast_load_equals_the_direct_fp32_load_bit_for_bit(tmp_path, embedded_
     import torch
     from transformers import AutoModelForCausalLM
 
-    from validation.runners.transformers import TransformersRunner
+    from aipc.validation.runners.transformers import TransformersRunner
 
     ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, name=name, dtype="bfloat16")
     direct = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
-    with caplog.at_level("INFO", logger="pipeline.torchload"):
+    with caplog.at_level("INFO", logger="aipc.pipeline.torchload"):
         runner = TransformersRunner(ckpt, "float32")
     assert "cast to torch.float32" in caplog.text  # the upcast path was taken
     ours = runner.model
@@ -50,10 +50,10 @@ def test_upcast_load_equals_the_direct_fp32_load_bit_for_bit(tmp_path, embedded_
 def test_fp32_checkpoint_loads_directly(tmp_path, embedded_dir, caplog):
     import torch
 
-    from pipeline.torchload import load_causal_lm
+    from aipc.pipeline.torchload import load_causal_lm
 
     ckpt = make_tiny_phi3(tmp_path / "m", embedded_dir, dtype="float32")
-    with caplog.at_level("INFO", logger="pipeline.torchload"):
+    with caplog.at_level("INFO", logger="aipc.pipeline.torchload"):
         model = load_causal_lm(ckpt, "float32")
     assert "cast to" not in caplog.text
     assert {p.dtype for p in model.parameters()} == {torch.float32}
@@ -63,7 +63,7 @@ _PEAK = """
 import json, sys, torch
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from pipeline.torchload import load_causal_lm
+from aipc.pipeline.torchload import load_causal_lm
 from transformers import AutoModelForCausalLM, Phi3ForCausalLM  # imported before the baseline
 def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))

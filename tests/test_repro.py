@@ -286,8 +286,8 @@ def test_fits_needs_every_estimate_and_the_sum_within_the_budget():
 @pytest.mark.slow  # reads the end-to-end workspace (a full repro of the embedded model)
 def test_memory_estimates_are_the_stages_own_preflight(repro_workspace):
     """Each aipc stage of the real dvc.yaml is estimated as its command's preflight estimates it."""
-    from pipeline import paths, preflight
-    from pipeline.config import load_params
+    from aipc.pipeline import paths, preflight
+    from aipc.pipeline.config import load_params
 
     ws, r, _ = repro_workspace
     assert r.returncode == 0, r.stderr[-3000:]
@@ -311,7 +311,7 @@ def test_memory_estimates_are_the_stages_own_preflight(repro_workspace):
 def test_a_stage_whose_inputs_are_not_on_disk_yet_has_no_estimate(tmp_path):
     """With no checkpoint or artifact yet (its producer frozen or not planned) the estimate would be the
     imports alone: it is unknown instead, so the stage runs alone."""
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     params = tmp_path / "params.yaml"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError, EnvironmentProblem
+from aipc.pipeline.errors import ConfigError, EnvironmentProblem
 
 AIPC = str(Path(sys.executable).parent / "aipc")
 BUNDLES = ["openvino-int4", "openvino-fp16", "ortgenai-dml-int4", "ortgenai-cpu-int4", "npu-int8"]
 
 
 def test_unknown_device_and_bad_target_are_clear(tmp_path):
-    from validation.chat import check_device, resolve
+    from aipc.validation.chat import check_device, resolve
 
     assert check_device("openvino", "gpu.1") == "GPU.1"
     with pytest.raises(ConfigError, match="'TPU' is not a device for openvino"):
@@ -30,7 +30,7 @@ def test_unknown_device_and_bad_target_are_clear(tmp_path):
 def test_missing_runtime_is_one_message(monkeypatch):
     import importlib.util
 
-    from validation import chat
+    from aipc.validation import chat
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime_genai" else real(n, *a))
@@ -39,8 +39,8 @@ def test_missing_runtime_is_one_message(monkeypatch):
 
 
 def test_context_rule_names_both_numbers_and_the_fix():
-    from pipeline.errors import ContextTooLong
-    from validation.runners.base import check_context
+    from aipc.pipeline.errors import ContextTooLong
+    from aipc.validation.runners.base import check_context
 
     check_context(100, 90, 10)  # exactly the window: fine
     check_context(None, 10**6, 10)  # no recorded window: the runtime decides
@@ -87,8 +87,8 @@ def test_generate_answers_streams_and_prints_stats(repro_workspace, bundle):
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", ["openvino-int4", "ortgenai-cpu-int4"])
 def test_tokens_arrive_in_pieces(repro_workspace, bundle):
-    from validation.chat import open_bundle
-    from validation.runners.base import Sampling
+    from aipc.validation.chat import open_bundle
+    from aipc.validation.runners.base import Sampling
 
     ws, _, _ = repro_workspace
     pieces: list[str] = []

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError, PublishError
-from pipeline.package import signing
+from aipc.pipeline.errors import ConfigError, PublishError
+from aipc.pipeline.package import signing
 
 MODEL_SIGNING = str(Path(sys.executable).parent / "model_signing")
 
@@ -191,7 +191,7 @@ def test_binding_checks_files_against_what_dvc_lock_records(tmp_path, monkeypatc
     import shutil
     import textwrap
 
-    from pipeline.package import binding
+    from aipc.pipeline.package import binding
 
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     ws = tmp_path / "ws"

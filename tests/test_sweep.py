@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import deep_merge
-from pipeline.errors import ConfigError
-from validation.sweep import Grid, finish, load_grid, pareto, point_params
+from aipc.pipeline.config import deep_merge
+from aipc.pipeline.errors import ConfigError
+from aipc.validation.sweep import Grid, finish, load_grid, pareto, point_params
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
@@ -69,7 +69,7 @@ def test_finish_writes_table_plot_and_recovered_share(tmp_path):
 def test_sweep_command_is_registered():
     from click.testing import CliRunner
 
-    from stages.cli import main
+    from aipc.stages.cli import main
 
     r = CliRunner().invoke(main, ["sweep", "--help"])
     assert r.exit_code == 0 and "--grid" in r.output

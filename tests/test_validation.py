@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from validation import gates
+from aipc.validation import gates
 
 AIPC = str(Path(sys.executable).parent / "aipc")
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_missing_metric_fails_its_gate():
 def test_gate_overrides_inherit_defaults():
     import yaml
 
-    from pipeline.config import parse_params
+    from aipc.pipeline.config import parse_params
 
     root = Path(__file__).resolve().parent.parent
     p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
@@ -56,8 +56,8 @@ def test_gate_keys_must_name_artifacts():
 
     import yaml
 
-    from pipeline.config import parse_params
-    from pipeline.errors import ConfigError
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.errors import ConfigError
 
     root = Path(__file__).resolve().parent.parent
     data = yaml.safe_load((root / "params.yaml").read_text())
@@ -78,7 +78,7 @@ def test_gate_keys_must_name_artifacts():
 def test_evaluation_texts_are_shipped_and_long_enough(embedded_dir):
     from transformers import AutoTokenizer
 
-    from pipeline.texts import SHIPPED
+    from aipc.pipeline.texts import SHIPPED
 
     EVAL_DIR = SHIPPED["validation"]
 
@@ -109,9 +109,9 @@ def test_long_window_only_for_longrope_and_past_the_original_context(tmp_path, e
     import yaml
     from transformers import AutoTokenizer
 
-    from pipeline.config import parse_params
-    from pipeline.errors import ConfigError
-    from validation.reference import long_window_ids
+    from aipc.pipeline.config import parse_params
+    from aipc.pipeline.errors import ConfigError
+    from aipc.validation.reference import long_window_ids
 
     root = Path(__file__).resolve().parent.parent
     data = yaml.safe_load((root / "params.yaml").read_text())
@@ -152,10 +152,10 @@ def test_long_window_catches_a_longrope_export_with_the_short_factors(tmp_path, 
         from .tiny import make_tiny_phi3
     except ImportError:
         from tiny import make_tiny_phi3
-    from pipeline.config import parse_params
-    from validation.accuracy import reference_from_logits, score_window, summarize
-    from validation.runners.transformers import TransformersRunner
-    from validation.reference import long_window_ids
+    from aipc.pipeline.config import parse_params
+    from aipc.validation.accuracy import reference_from_logits, score_window, summarize
+    from aipc.validation.runners.transformers import TransformersRunner
+    from aipc.validation.reference import long_window_ids
 
     model = make_tiny_phi3(tmp_path / "128k", embedded_dir, name="Phi-3-mini-128k-instruct")
     wrong = tmp_path / "short-factors"
@@ -230,7 +230,7 @@ def test_report_stage_writes_small_metrics_and_gate_plots(tmp_path):
     """`aipc report --dvc` (the report stage): one small metrics file per artifact (what `dvc metrics show
     metrics/accuracy` prints, a handful of columns, not the 40 of a full validate record), and plot data of
     each numeric gate as the share of its allowed distance from ideal that the artifact uses."""
-    from validation.report import SUMMARY, write_dvc_outputs
+    from aipc.validation.report import SUMMARY, write_dvc_outputs
 
     m = tmp_path / "metrics"
     (m / "validate").mkdir(parents=True)
@@ -279,12 +279,12 @@ def test_a_users_own_texts_feed_evaluation_and_calibration(embedded_dir, tmp_pat
     a missing one or one that is not UTF-8 is one clear error naming the key, the file and the fix."""
     from transformers import AutoTokenizer
 
-    from pipeline.config import CalibrationSection, parse_params
-    from pipeline.errors import ConfigError
-    from pipeline.fsutil import sha256_file
-    from pipeline.calibration import calibration_windows
-    from validation.reference import eval_windows
-    from pipeline.texts import text_record
+    from aipc.pipeline.config import CalibrationSection, parse_params
+    from aipc.pipeline.errors import ConfigError
+    from aipc.pipeline.fsutil import sha256_file
+    from aipc.pipeline.calibration import calibration_windows
+    from aipc.validation.reference import eval_windows
+    from aipc.pipeline.texts import text_record
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "texts").mkdir()

@@ -182,9 +182,9 @@ def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, mo
     """The NPU environment's helper (python -m aipc_npu) through aipc.worker.start_process: a worker of
     that interpreter preloads torch / transformers / the library once; each helper is a fork of it, driven
     like a Popen (pipes, wait, exit status), and its peak RSS and CPU reach our cost metrics."""
-    from pipeline import cost
-    from pipeline.config import load_params
-    from pipeline.export import npu
+    from aipc.pipeline import cost
+    from aipc.pipeline.config import load_params
+    from aipc.pipeline.export import npu
 
     spec = npu.helper_worker(load_params(ROOT / "params.yaml"))
     if spec is None:
@@ -212,7 +212,7 @@ def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, mo
         assert log.count(": aipc_npu info") == 2, log
         assert cost._remote["maxrss_kib"] > 50_000, "the forked helper's peak RSS is reported"
         # through the exporter's own call, with the error path: a bad --dtype is the helper's usage error
-        from pipeline.errors import PipelineError
+        from aipc.pipeline.errors import PipelineError
 
         worker.install()  # what `aipc` does at start: the library's helpers go through pipeline.processes
         with pytest.raises(PipelineError) as exc:
@@ -229,7 +229,7 @@ def test_the_npu_environment_helper_runs_forked_from_its_own_worker(tmp_path, mo
 
 
 def test_cost_metrics_say_how_the_stage_process_started(tmp_path, monkeypatch):
-    from pipeline.cost import measure
+    from aipc.pipeline.cost import measure
 
     monkeypatch.delenv("AIPC_WORKER_CHILD", raising=False)
     with measure("a", tmp_path / "a.json"):
@@ -242,7 +242,7 @@ def test_cost_metrics_say_how_the_stage_process_started(tmp_path, monkeypatch):
 
 
 def test_a_remote_childs_peak_and_cpu_count_as_a_childs(tmp_path, monkeypatch):
-    from pipeline import cost
+    from aipc.pipeline import cost
 
     monkeypatch.setattr(cost, "_remote", {"maxrss_kib": 0, "cpu_s": 0.0})
     with measure_to(tmp_path / "c.json"):
@@ -252,7 +252,7 @@ def test_a_remote_childs_peak_and_cpu_count_as_a_childs(tmp_path, monkeypatch):
 
 
 def measure_to(path):
-    from pipeline.cost import measure
+    from aipc.pipeline.cost import measure
 
     return measure(path.stem, path)
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import BenchOptions, Params
-from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.fsutil import write_json
+from aipc.pipeline.config import BenchOptions, Params
+from aipc.pipeline.errors import PipelineError, ValidationFailed
+from aipc.pipeline.fsutil import write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _run_one(backend: str, folder: str, params_json: str, prompts: dict[int, str
     import resource
 
     try:
-        from pipeline.config import Params
+        from aipc.pipeline.config import Params
 
         from .runners import open_runner
         from .runners.transformers import TransformersRunner
@@ -125,7 +125,7 @@ def run_bench(params: Params, b: BenchOptions, artifacts: list[tuple[str, str, P
         "baseline": "transformers-fp32",
         "artifacts": rows,
     }
-    from pipeline.cost import machine
+    from aipc.pipeline.cost import machine
 
     record["machine"] = machine()
     write_json(out_json, record)

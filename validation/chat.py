@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.config import NPUSection, OpenVINORuntime, Params
-from pipeline.errors import ConfigError, EnvironmentProblem
-from pipeline.fsutil import read_json
+from aipc.pipeline.config import NPUSection, OpenVINORuntime, Params
+from aipc.pipeline.errors import ConfigError, EnvironmentProblem
+from aipc.pipeline.fsutil import read_json
 
 from .runners.base import Generation, Runner, Sampling
 
@@ -38,9 +38,9 @@ def fetch_bundle(repo_id: str, revision: str | None = None) -> Path:
     """Download a published bundle into the Hub cache and verify every file against its manifest."""
     from huggingface_hub import snapshot_download
 
-    from pipeline.package import manifest as mf
-    from pipeline.package import signing
-    from pipeline.publish import hub_error
+    from aipc.pipeline.package import manifest as mf
+    from aipc.pipeline.package import signing
+    from aipc.pipeline.publish import hub_error
 
     try:
         folder = Path(snapshot_download(repo_id, revision=revision))

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Params
-from pipeline.errors import ConfigError
-from pipeline.fsutil import atomic_dir, read_json, write_json
+from aipc.pipeline.config import Params
+from aipc.pipeline.errors import ConfigError
+from aipc.pipeline.fsutil import atomic_dir, read_json, write_json
 
 from .accuracy import WindowReference, reference_from_logits
-from pipeline.texts import read_text, text_label, text_record
+from aipc.pipeline.texts import read_text, text_label, text_record
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def long_window_ids(tokenizer, params: Params, source_dir: Path) -> tuple[np.nda
 
     The window is the start of the evaluation texts joined in their order, ``long_window`` tokens, one
     forward pass: its positions past the original context are where the long rope factors apply."""
-    from pipeline.sources.checkpoint import read_model_config
+    from aipc.pipeline.sources.checkpoint import read_model_config
 
     v = params.validation
     cfg = read_model_config(source_dir)
@@ -89,7 +89,7 @@ def build_reference(params: Params, source_dir: Path, out_dir: Path) -> dict[str
     from .runners.transformers import TransformersRunner
     from .smoke import load_prompts
 
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     v = params.validation
     preflight.require("reference", preflight.estimate_export("reference", v.reference_dtype, source_dir))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.fsutil import write_json
-from pipeline.records import CostRecord, ValidateRecord
+from aipc.pipeline.fsutil import write_json
+from aipc.pipeline.records import CostRecord, ValidateRecord
 
 COLUMNS = ("artifact", "passed", "worst_ppl_ratio", "top1_agreement", "kl_mean", "kl_p99", "tokenizer", "prefix")
 
@@ -73,8 +73,8 @@ def gate_use(metrics_dir: Path) -> list[dict[str, Any]]:
 def write_dvc_outputs(metrics_dir: Path) -> list[Path]:
     """The ``report`` stage's outputs: metrics/accuracy/<artifact>.json and metrics/plots/{accuracy,gates,
     cost}.json (each folder written whole, then renamed into place)."""
-    from pipeline.cost import collect as collect_costs
-    from pipeline.fsutil import atomic_dir
+    from aipc.pipeline.cost import collect as collect_costs
+    from aipc.pipeline.fsutil import atomic_dir
 
     metrics_dir = Path(metrics_dir)
     rows = collect(metrics_dir)

@@ -8,9 +8,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Params
-from pipeline.errors import ValidationFailed
-from pipeline.records import SmokeRecord
+from aipc.pipeline.config import Params
+from aipc.pipeline.errors import ValidationFailed
+from aipc.pipeline.records import SmokeRecord
 
 from .runners import Generation, open_runner
 
@@ -55,7 +55,7 @@ def check_generation(gen: Generation, expect_any: list[str], max_repeat: float) 
 
 def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str, Any]:
     """Generate for every prompt, write the metrics JSON, raise ValidationFailed on any failure."""
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     preflight.require(f"smoke-{backend}@{folder.name}", preflight.estimate_artifact(backend, folder))
     results = []

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from pipeline.config import CalibrationSection, _Strict, deep_merge, parse_params
-from pipeline.errors import ConfigError
-from pipeline.fsutil import write_json
+from aipc.pipeline.config import CalibrationSection, _Strict, deep_merge, parse_params
+from aipc.pipeline.errors import ConfigError
+from aipc.pipeline.fsutil import write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Grid(_Strict):
 def load_grid(path: Path) -> Grid:
     from pydantic import ValidationError
 
-    from pipeline.config import format_validation_error
+    from aipc.pipeline.config import format_validation_error
 
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
@@ -96,10 +96,10 @@ def pareto(rows: list[dict[str, Any]], x: str, y: str) -> set[int]:
 
 def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_dir: Path, out_dir: Path,
               only: list[str] | None = None, keep: bool = False) -> list[dict[str, Any]]:
-    from pipeline.export import openvino as ov_export
-    from pipeline.export import ortgenai as ort_export
+    from aipc.pipeline.export import openvino as ov_export
+    from aipc.pipeline.export import ortgenai as ort_export
 
-    from pipeline.calibration import build_calibration
+    from aipc.pipeline.calibration import build_calibration
     from .reference import load_reference
     from .runners import open_runner
     from .validate import measure_accuracy
@@ -117,13 +117,13 @@ def run_sweep(grid_path: Path, params_path: Path, source_dir: Path, reference_di
         build_calibration(points[0][2], source_dir, cal_dir)
     base_dir = out_dir / "openvino-base"  # one trace for every OpenVINO point (export once, compress many)
     if any(b == "openvino" and ov_export.from_base(p.openvino.variants[n]) for b, n, p in points):
-        from pipeline.export import run_base
+        from aipc.pipeline.export import run_base
 
         run_base(points[0][2], source_dir, base_dir)
     rows_path = out_dir / "sweep.json"
     rows: list[dict[str, Any]] = []
     if only and rows_path.is_file():  # re-measure some points; keep the others' rows
-        from pipeline.fsutil import read_json
+        from aipc.pipeline.fsutil import read_json
 
         redo = {f"{b}/{n}" for b, n, _ in points}
         rows = [r for r in read_json(rows_path) if f"{r['backend']}/{r['point']}" not in redo]

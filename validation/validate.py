@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import LONG_GATES, Params
-from pipeline.errors import ValidationFailed
-from pipeline.records import SmokeRecord, ValidateRecord
+from aipc.pipeline.config import LONG_GATES, Params
+from aipc.pipeline.errors import ValidationFailed
+from aipc.pipeline.records import SmokeRecord, ValidateRecord
 
 from . import gates as gates_mod
 from .accuracy import prefix_agreement, score_window, summarize
@@ -46,7 +46,7 @@ def validate_artifact(params: Params, backend: str, variant: str, folder: Path, 
                       reference_dir: Path, smoke_json: Path, out: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from pipeline import preflight
+    from aipc.pipeline import preflight
 
     preflight.require(f"validate-{backend}@{variant}", preflight.estimate_artifact(backend, folder))
     meta, windows = load_reference(reference_dir)

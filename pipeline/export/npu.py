@@ -58,7 +58,7 @@ LOADER_FILE = "aipc_npu_loader.py"
 PICKLE_WARNING = (
     "model.pt is a Python pickle (torch.save of the whole quantized transformers module): loading it "
     f"runs code. Open it only through {LOADER_FILE} (shipped here; aipc's own runner is "
-    "pipeline.export.npu.load_npu_artifact), which checks every file against the sha256 recorded here "
+    "aipc.pipeline.export.npu.load_npu_artifact), which checks every file against the sha256 recorded here "
     "first, in an environment with the recorded intel-npu-acceleration-library, torch and transformers "
     "versions (transformers 5 cannot load it)."
 )

@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pipeline
-from pipeline.errors import SourceError
-from pipeline.fsutil import atomic_dir, dump_json, sha256_file, write_json
+from .. import __version__
+from ..errors import SourceError
+from ..fsutil import atomic_dir, dump_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def build_embedded(out_dir: Path) -> None:
         "gguf_sha256": sha256_file(src),
         "base_model": EMBEDDED_BASE_MODEL,
         "license": meta["license"],
-        "converter": f"aipc {pipeline.__version__}",
+        "converter": f"aipc {__version__}",
         "library_versions": _library_versions(),
     })
     log.info("built the embedded model in %.1f s", time.monotonic() - t0)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import Params
-from pipeline.errors import ConfigError
+from aipc.pipeline.config import Params
+from aipc.pipeline.errors import ConfigError
 
 from .base import Generation, Runner
 
@@ -18,7 +18,7 @@ BACKENDS = ("openvino", "ortgenai", "npu")
 
 def open_runner(backend: str, folder: Path, params: Params) -> Runner:
     """The runner of ``backend`` on the artifact in ``folder``; the device it chose goes to the stage's cost line."""
-    from pipeline.cost import note_device
+    from aipc.pipeline.cost import note_device
 
     runner: Runner
     if backend == "openvino":

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import ContextTooLong
+from aipc.pipeline.errors import ContextTooLong
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.config import NPUSection
-from pipeline.export.npu import FALLBACK_NOTE, load_npu_artifact
+from aipc.pipeline.config import NPUSection
+from aipc.pipeline.export.npu import FALLBACK_NOTE, load_npu_artifact
 
 from .base import Generation, Runner
 

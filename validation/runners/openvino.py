@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import OpenVINORuntime
-from pipeline.errors import EnvironmentProblem
-from pipeline.fsutil import pages_dropped_while
+from aipc.pipeline.config import OpenVINORuntime
+from aipc.pipeline.errors import EnvironmentProblem
+from aipc.pipeline.fsutil import pages_dropped_while
 
 from .base import Generation, Runner
 
@@ -24,7 +24,7 @@ class OpenVINORunner(Runner):
 
     def __init__(self, folder: Path, runtime: OpenVINORuntime):
         super().__init__(folder)
-        from pipeline.toolchain import disable_telemetry
+        from aipc.pipeline.toolchain import disable_telemetry
 
         disable_telemetry()
         import openvino as ov
@@ -165,7 +165,7 @@ class OpenVINORunner(Runner):
             # resident to the end: compile and the first inference (weight packing) drop its pages
             with pages_dropped_while(self.folder, *self._cache_dirs()):
                 # a str, not a Path: see pipeline/export/openvino.py (optimum-intel's format probe)
-                from pipeline.compat.optimum_intel import quiet_offline_format_probe
+                from aipc.pipeline.compat.optimum_intel import quiet_offline_format_probe
 
                 quiet_offline_format_probe()
                 self._model = OVModelForCausalLM.from_pretrained(str(self.folder), device=self.device,

@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.fsutil import read_json
+from aipc.pipeline.fsutil import read_json
 
 from .base import Generation, Runner, Sampling
 

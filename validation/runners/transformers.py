@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.torchload import load_causal_lm
+from aipc.pipeline.torchload import load_causal_lm
 
 from .base import Generation, Runner
 
