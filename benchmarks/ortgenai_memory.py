@@ -67,6 +67,7 @@ def main() -> None:
     import yaml
 
     from aipc.pipeline.config import parse_params
+    from aipc.pipeline.export.ortgenai import builder_options
     from aipc.pipeline.sources.embedded import embedded_checkpoint
 
     tok = embedded_checkpoint()
@@ -84,7 +85,7 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
             (ws / "artifacts/source/source.json").write_text("{}")
             v = parse_params(yaml.safe_load((ws / "params.yaml").read_text())).ortgenai.variants[args.variant]
-            extra = [f"{k}={x}" for k, x in v.builder_extra_options().items()]
+            extra = [f"{k}={x}" for k, x in builder_options(v).items()]
             upstream = (
                 "import sys; from onnxruntime_genai.models.builder import create_model, parse_extra_options\n"
                 "src, out, prec, ep, cache, *extra = sys.argv[1:]\n"

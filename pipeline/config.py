@@ -267,32 +267,6 @@ class OpenVINOVariant(_Strict):
                 f"openvino.variants.{key}.group_size_fallback: adjust (or ignore)",
             )
 
-    def optimum_quantization_config(self) -> dict[str, Any] | None:
-        """The weight-compression dict optimum-cli builds for these flags (``prepare_wc_config``),
-        with every option explicit."""
-        if not self.compressed:
-            return None
-        is_int8 = self.weight_format == "int8"
-        return {
-            "bits": 8 if is_int8 else 4,
-            "ratio": 1.0 if is_int8 else self.ratio,
-            "sym": bool(self.sym),
-            "group_size": -1 if is_int8 else self.group_size,
-            "all_layers": self.all_layers,
-            "dataset": None,  # data-aware variants pass the calibration windows as a calibration_dataset object
-            "num_samples": self.num_samples,
-            "quant_method": "awq" if self.awq else "default",
-            "sensitivity_metric": self.sensitivity_metric,
-            "scale_estimation": True if self.scale_estimation else None,
-            "gptq": True if self.gptq else None,
-            "lora_correction": True if self.lora_correction else None,
-            "dtype": self.weight_format,
-            "backup_precision": self.backup_precision,
-            "statistics_path": None,
-            "group_size_fallback": self.group_size_fallback,
-            **({"ignored_scope": self.ignored_scope.model_dump()} if self.ignored_scope is not None else {}),
-        }
-
 
 class OpenVINORuntime(_Strict):
     """Runtime settings of the smoke runs (the seed's ``ov_config``)."""
@@ -387,17 +361,6 @@ class OrtGenAIVariant(_Strict):
                 + ", ".join(f"{k} {v}" for k, v in bad.items()),
                 fix="choose a power of two dividing " + ", ".join(str(v) for v in shapes.values()) + " (e.g. 32 or 64)",
             )
-
-    def builder_extra_options(self) -> dict[str, str]:
-        if self.precision != "int4":
-            return {}
-        opts = {"block_size": str(self.block_size), "accuracy_level": str(self.accuracy_level),
-                "is_symmetric": str(self.is_symmetric).lower()}
-        if self.algo is not None:
-            opts["algo_config"] = self.algo
-        if self.matmul_mixed_precision:
-            opts["matmul_mixed_precision"] = ",".join(f"{k}:{v}" for k, v in self.matmul_mixed_precision.items())
-        return opts
 
     @property
     def int4_graph_on_disk(self) -> bool:

@@ -13,6 +13,8 @@ import yaml
 
 from aipc.pipeline.config import CALIBRATION_TEXTS, EVAL_TEXTS, OpenVINOVariant, deep_merge, parse_params
 from aipc.pipeline.errors import ConfigError
+from aipc.pipeline.export.openvino import quantization_config
+from aipc.pipeline.export.ortgenai import builder_options
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -91,7 +93,7 @@ def test_accepted_combinations_map_to_optimum_options():
                      "ignored_scope": {"patterns": [".*lm_head.*"]}})
     v = p.openvino.variants["x"]
     assert v.data_aware and v.algorithm == "awq+scale_estimation"
-    q = v.optimum_quantization_config()
+    q = quantization_config(v)
     assert (q["quant_method"], q["scale_estimation"], q["gptq"], q["lora_correction"]) == ("awq", True, None, None)
     assert (q["backup_precision"], q["sensitivity_metric"], q["num_samples"]) == ("int8_sym", "hessian_input_activation", 8)
     assert q["ignored_scope"] == {"names": [], "patterns": [".*lm_head.*"], "types": []}
@@ -108,7 +110,7 @@ def test_accepted_combinations_map_to_optimum_options():
 def test_data_free_dict_is_unchanged():
     """The seed's RTN recipe keeps producing exactly the optimum-cli dict it always did."""
     v = OpenVINOVariant(weight_format="int4", group_size=128, ratio=0.6, sym=True, group_size_fallback="error")
-    assert v.optimum_quantization_config() == {
+    assert quantization_config(v) == {
         "bits": 4, "ratio": 0.6, "sym": True, "group_size": 128, "all_layers": None, "dataset": None,
         "num_samples": None, "quant_method": "default", "sensitivity_metric": None, "scale_estimation": None,
         "gptq": None, "lora_correction": None, "dtype": "int4", "backup_precision": None, "statistics_path": None,
@@ -119,8 +121,8 @@ def test_ortgenai_matmul_mixed_precision_and_algorithm():
     data = copy.deepcopy(EMBEDDED)
     data["ortgenai"]["variants"]["cpu-int4"].update(algo="k_quant", matmul_mixed_precision={"last_matmul": "int8"})
     v = parse_params(data).ortgenai.variants["cpu-int4"]
-    assert v.builder_extra_options()["matmul_mixed_precision"] == "last_matmul:int8"
-    assert v.builder_extra_options()["algo_config"] == "k_quant"
+    assert builder_options(v)["matmul_mixed_precision"] == "last_matmul:int8"
+    assert builder_options(v)["algo_config"] == "k_quant"
     assert v.algorithm == "k_quant+last_matmul:int8"
     data["ortgenai"]["variants"]["cpu-int4"]["matmul_mixed_precision"] = {"first_matmul": "int8"}
     with pytest.raises(ConfigError, match="matmul_mixed_precision"):

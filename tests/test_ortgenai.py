@@ -56,11 +56,13 @@ def test_block_size_must_divide_hidden_size():
 
 
 def test_release_variants_map_to_builder_options():
+    from aipc.pipeline.export.ortgenai import builder_options
+
     p = parse_params(RELEASE)
     v = p.ortgenai.variants
     assert set(v) >= {"dml-int4", "dml-fp16", "cpu-int4"}
-    assert v["dml-int4"].builder_extra_options() == {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"}
-    assert v["dml-fp16"].builder_extra_options() == {}
+    assert builder_options(v["dml-int4"]) == {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"}
+    assert builder_options(v["dml-fp16"]) == {}
 
 
 def _build(tmp_path, src, key, variant):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_the_wheel_installs_one_package_and_python_dash_m_aipc_runs_from_it(tmp_path):
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, src / name)
+    for name in ("aipc", "pipeline", "stages", "validation"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+                        str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("aipc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

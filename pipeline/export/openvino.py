@@ -109,6 +109,33 @@ def export_base(params: Params, source_dir: Path, out_dir: Path) -> dict[str, An
     return record.dump()
 
 
+def quantization_config(variant: OpenVINOVariant) -> dict[str, Any] | None:
+    """The weight-compression dict optimum-cli builds for the variant's flags (``prepare_wc_config``),
+    with every option explicit: params.yaml in optimum-intel's terms."""
+    if not variant.compressed:
+        return None
+    is_int8 = variant.weight_format == "int8"
+    return {
+        "bits": 8 if is_int8 else 4,
+        "ratio": 1.0 if is_int8 else variant.ratio,
+        "sym": bool(variant.sym),
+        "group_size": -1 if is_int8 else variant.group_size,
+        "all_layers": variant.all_layers,
+        "dataset": None,  # data-aware variants pass the calibration windows as a calibration_dataset object
+        "num_samples": variant.num_samples,
+        "quant_method": "awq" if variant.awq else "default",
+        "sensitivity_metric": variant.sensitivity_metric,
+        "scale_estimation": True if variant.scale_estimation else None,
+        "gptq": True if variant.gptq else None,
+        "lora_correction": True if variant.lora_correction else None,
+        "dtype": variant.weight_format,
+        "backup_precision": variant.backup_precision,
+        "statistics_path": None,
+        "group_size_fallback": variant.group_size_fallback,
+        **({"ignored_scope": variant.ignored_scope.model_dump()} if variant.ignored_scope is not None else {}),
+    }
+
+
 def export(params: Params, key: str, source_dir: Path, out_dir: Path,
            calibration_dir: Path | None = None, base_dir: Path | None = None) -> dict[str, Any]:
     """Export variant ``key`` of ``params.openvino.variants`` from the checkpoint in ``source_dir``.
@@ -140,7 +167,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path,
 
     from optimum.intel.openvino.configuration import OVConfig
 
-    qcfg = variant.optimum_quantization_config()
+    qcfg = quantization_config(variant)
     with atomic_dir(out_dir) as tmp:
         log.info("exporting %s -> OpenVINO %s (%s)", base or source_dir, key, _describe(variant))
         try:

@@ -60,6 +60,19 @@ PORTABLE_TOKENIZER_CLASSES = ("LlamaTokenizer", "GPT2Tokenizer", "Phi3Tokenizer"
 MIN_RUNTIME = {"onnxruntime-genai": "0.9.1", "onnxruntime-genai-directml": "0.9.1", "onnxruntime": "1.23.0"}
 
 
+def builder_options(variant: OrtGenAIVariant) -> dict[str, str]:
+    """The builder's ``extra_options`` for the variant: params.yaml in the builder's terms."""
+    if variant.precision != "int4":
+        return {}
+    opts = {"block_size": str(variant.block_size), "accuracy_level": str(variant.accuracy_level),
+            "is_symmetric": str(variant.is_symmetric).lower()}
+    if variant.algo is not None:
+        opts["algo_config"] = variant.algo
+    if variant.matmul_mixed_precision:
+        opts["matmul_mixed_precision"] = ",".join(f"{k}:{v}" for k, v in variant.matmul_mixed_precision.items())
+    return opts
+
+
 def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[str, Any]:
     variant = params.ortgenai.variants[key]
     model_config = read_model_config(source_dir)
@@ -92,7 +105,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
             params=variant.model_dump(mode="json"),
             algorithm=variant.algorithm,
             calibration=None,  # the builder has no data-aware INT4 algorithm
-            builder_extra_options=variant.builder_extra_options(),
+            builder_extra_options=builder_options(variant),
             effective=effective_settings(tmp),
             tokenizer=tok,
             genai_config_dropped_defaults=dropped,
@@ -107,7 +120,7 @@ def export(params: Params, key: str, source_dir: Path, out_dir: Path) -> dict[st
 
 def run_builder(key: str, variant: OrtGenAIVariant, source_dir: Path, out: Path, cache: Path) -> None:
     """The builder's Python entry for one params.yaml variant (:func:`pipeline.compat.ortgenai_builder.run_builder`)."""
-    builder.run_builder(key, variant.precision, variant.execution_provider, variant.builder_extra_options(),
+    builder.run_builder(key, variant.precision, variant.execution_provider, builder_options(variant),
                         source_dir, out, cache)
 
 
