@@ -286,8 +286,9 @@ def repro_workspace(request: pytest.FixtureRequest, embedded_dir: Path):
             aipc = [str(Path(sys.executable).parent / "aipc")]
             subprocess.run(aipc + ["workspace", "init", str(ws), "--profile", str(e2e_profile(base / "e2e.yaml"))],
                            check=True, env=env, cwd=ROOT, capture_output=True)
+            # one stream, as a user sees it: a stage's log lines stay under its "Running stage" line
             r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ws, env=env,
-                               capture_output=True, text=True, timeout=3600)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
             done.write_text(json.dumps({"args": r.args, "returncode": r.returncode, "stdout": r.stdout,
                                         "stderr": r.stderr}))
     rec = json.loads(done.read_text())

@@ -32,7 +32,7 @@ def ran_stages(output: str) -> list[str]:
 
 def test_full_repro_builds_and_smokes_every_artifact(repro_workspace):
     ws, r, _ = repro_workspace
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-6000:]
     expected = {"download", "report"} | {f"{s}-{b}@{v}" for s in ("export", "smoke")
                                           for b, vs in ARTIFACTS.items() for v in vs}
     assert expected <= set(ran_stages(r.stdout + r.stderr))
@@ -43,6 +43,33 @@ def test_full_repro_builds_and_smokes_every_artifact(repro_workspace):
         assert m["passed"] and m["prompts_passed"] == m["prompts_total"] == 3
         capital = next(x for x in m["results"] if x["id"] == "capital")
         assert "Paris" in capital["text"]
+
+
+PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")  # tqdm bars redraw the same text
+
+
+def test_each_event_is_printed_once_and_each_stage_ends_with_its_cost_line(repro_workspace):
+    """The log of `dvc repro`, as a user sees it (one stream): within a stage no line appears twice (progress
+    bars aside), and each stage's output ends with one closing line: wall time, peak RSS and device."""
+    _, r, _ = repro_workspace
+    chunks: dict[str, list[str]] = {}
+    stage = None
+    for line in r.stdout.splitlines():
+        m = re.search(r"Running stage '([^']+)'", line)
+        if m:
+            stage = m[1]
+            chunks[stage] = []
+        elif stage and line.strip() and not PROGRESS.search(line):
+            chunks[stage].append(re.sub(r"^\d\d:\d\d:\d\d ", "", line))  # the log's time stamp
+    assert len(chunks) > 20, list(chunks)
+    repeated = {s: sorted({ln for ln in lines if lines.count(ln) > 1}) for s, lines in chunks.items()}
+    repeated = {s: lines for s, lines in repeated.items() if lines}
+    assert not repeated, "lines printed twice within a stage:\n" + "\n".join(
+        f"  {s}: {ln[:160]}" for s, lines in repeated.items() for ln in lines)
+    for s, lines in chunks.items():
+        closing = [ln for ln in lines if re.search(r"INFO aipc\.pipeline\.cost: stage \S+: [\d.]+ s, peak RSS \d+ MiB, "
+                                                   r"device \S", ln)]
+        assert len(closing) == 1, (s, closing)
 
 
 def test_effective_int4_settings_are_recorded(repro_workspace):
