@@ -82,3 +82,84 @@ def test_one_import_package_lists_every_folder_of_the_layers():
             on_disk.add(".".join((name, *rel)))
     assert set(setup["packages"]) == on_disk
     assert {p.split(".")[0] for p in setup["packages"]} == {"aipc"}
+
+
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Every project module (dotted, as installed) and the project modules it imports anywhere in it."""
+    mods: dict[str, Path] = {}
+    for top in LAYERS:
+        for path in (root / top).rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts if top == "aipc" else ["aipc", *parts])] = path
+
+    def known(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+                module = ".".join(p for p in (base, node.module or "") if p)
+                targets = [module] + [f"{module}.{a.name}" for a in node.names]
+            deps |= {m for m in map(known, targets) if m and m != name}
+        graph[name] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_anywhere():
+    """No group of project modules imports each other in a ring, lazily or not (within a layer too)."""
+    graph = module_graph()
+    assert len(graph) > 60 and "aipc.pipeline.config" in graph["aipc.pipeline.export.openvino"]
+    assert cycles(graph) == [], cycles(graph)
+
+
+def test_the_cycle_check_sees_a_ring_through_a_lazy_import(tmp_path):
+    for top in LAYERS:
+        (tmp_path / top).mkdir()
+        (tmp_path / top / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "a.py").write_text("from .b import x\n")
+    (tmp_path / "pipeline" / "b.py").write_text("def x():\n    from aipc.pipeline import a\n")
+    (tmp_path / "pipeline" / "c.py").write_text("from . import a\n")
+    assert cycles(module_graph(tmp_path)) == [["aipc.pipeline.a", "aipc.pipeline.b"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Gate
+from .gate import Gate
 
 GATE = Gate("dvc", ("3.67.1",), __name__)
 

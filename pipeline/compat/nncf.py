@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Gate
+from .gate import Gate
 
 GATE = Gate("nncf", ("3.4.0",), __name__)
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import Gate
+from .gate import Gate
 
 GATE = Gate("optimum-intel", ("2.1.0",), __name__)
 

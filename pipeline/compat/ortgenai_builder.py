@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import Gate
+from .gate import Gate
 
 log = logging.getLogger(__name__)
 
