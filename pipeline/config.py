@@ -511,6 +511,13 @@ class ValidationSection(_Strict):
             merged.update({k: v for k, v in override.model_dump().items() if v is not None})
         return merged
 
+    def gate_key(self, backend: str, variant: str, gate: str) -> str:
+        """The params.yaml key the effective value of ``gate`` for an artifact comes from."""
+        override = self.gates.variants.get(f"{backend}-{variant}")
+        if override is not None and getattr(override, gate) is not None:
+            return f"validation.gates.variants.{backend}-{variant}.{gate}"
+        return f"validation.gates.default.{gate}"
+
 
 # --------------------------------------------------------------------------- calibration
 

@@ -49,6 +49,55 @@ def test_gate_overrides_inherit_defaults():
     g = p.validation.gates_for("openvino", "fp16")
     assert g["max_ppl_ratio"] == 1.02 and g["smoke_must_pass"] is True
     assert p.validation.gates_for("openvino", "int4")["max_ppl_ratio"] == 1.5
+    # messages name the key the value came from: the variant's override, else the default
+    assert p.validation.gate_key("openvino", "fp16", "max_ppl_ratio") == "validation.gates.variants.openvino-fp16.max_ppl_ratio"
+    assert p.validation.gate_key("openvino", "fp16", "smoke_must_pass") == "validation.gates.default.smoke_must_pass"
+    assert p.validation.gate_key("npu", "int4", "max_kl_mean").startswith("validation.gates.")
+
+
+def test_a_failed_smoke_that_need_not_pass_names_the_key_it_came_from(tmp_path, caplog, monkeypatch):
+    """The warning names validation.gates.default.smoke_must_pass when the default set it (not a variants key
+    the user never wrote)."""
+    import copy
+    import logging
+
+    import yaml
+
+    from aipc.pipeline.config import parse_params
+    from aipc.validation import smoke
+    from aipc.validation.runners import Generation
+
+    root = Path(__file__).resolve().parent.parent
+    data = copy.deepcopy(yaml.safe_load((root / "params.yaml").read_text()))
+    data["validation"]["gates"]["default"]["smoke_must_pass"] = False
+    params = parse_params(data)
+
+    class Runner:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def runtime_settings(self):
+            return {}
+
+        def generate(self, messages, max_new_tokens):
+            return Generation(prompt="p", text="", token_ids=[], stopped_by="eos", first_token_s=0.01, total_s=0.01)
+
+    import aipc.pipeline.preflight as preflight
+
+    monkeypatch.setattr(smoke, "open_runner", lambda *a: Runner())
+
+    monkeypatch.setattr(preflight, "require", lambda *a: None)
+    monkeypatch.setattr(preflight, "estimate_artifact", lambda *a: 0)
+    folder = tmp_path / "int4"
+    folder.mkdir()
+    with caplog.at_level(logging.WARNING):
+        record = smoke.run_smoke(params, "openvino", folder, tmp_path / "smoke.json")
+    assert record["passed"] is False
+    assert "validation.gates.default.smoke_must_pass is false" in caplog.text, caplog.text
+    assert "gates.variants" not in caplog.text
 
 
 def test_gate_keys_must_name_artifacts():

@@ -95,8 +95,8 @@ def run_smoke(params: Params, backend: str, folder: Path, out: Path) -> dict[str
     record["must_pass"] = must_pass
     SmokeRecord.model_validate(record).write(out)
     if not passed and not must_pass:
-        log.warning("smoke failed for %s, but validation.gates.variants.%s-%s.smoke_must_pass is false: recorded only",
-                    folder, backend, folder.name)
+        log.warning("smoke failed for %s, but %s is false: recorded only", folder,
+                    params.validation.gate_key(backend, folder.name, "smoke_must_pass"))
     elif not passed:
         lines = [f"{r['id']}: {'; '.join(r['failures'])}" for r in results if not r["passed"]]
         raise ValidationFailed(f"smoke generation failed for {folder}:\n  " + "\n  ".join(lines),
