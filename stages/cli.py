@@ -20,6 +20,8 @@ def _setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "nncf", "onnxruntime", "onnx_ir"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # DVC prints through the handlers it installs when imported; passed on to ours, each line came twice
+    logging.getLogger("dvc").propagate = False
     if not sys.stderr.isatty():  # per-tensor progress bars of the exporters flood logs and CI output
         os.environ.setdefault("TQDM_DISABLE", "1")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -180,3 +181,15 @@ def test_python_dash_m_aipc_is_the_command():
     own command, added by aipc.cli on top of the command layer)."""
     r = subprocess.run([sys.executable, "-m", "aipc", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "repro" in r.stdout and "publish" in r.stdout, r.stdout + r.stderr
+
+
+def test_workspace_init_prints_each_line_once(tmp_path):
+    """DVC logs through handlers of its own; passed on to the command's logging too, "Initialized DVC
+    repository." came twice."""
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    r = subprocess.run(AIPC + ["workspace", "init", str(tmp_path / "ws"), "--profile", str(ROOT / "configs" / "embedded.yaml")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [re.sub(r"^\d\d:\d\d:\d\d \w+ [\w.]+: ", "", ln) for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert lines.count("Initialized DVC repository.") == 1, lines
+    assert len(lines) == len(set(lines)), lines
