@@ -35,7 +35,7 @@ Json = dict[str, Any]
 class Record(BaseModel):
     """A record file: strict keys, the JSON of the dict it replaces."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
     SCHEMA: ClassVar[str] = "1"
     WHAT: ClassVar[str] = "record"  # for messages: which stage writes it
     FIX: ClassVar[str] = "re-run the stage that writes it (`dvc repro`)"
@@ -70,6 +70,12 @@ def first_problem(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{loc}: {e['msg']}{more}"
+
+
+class _Part(BaseModel):
+    """A part of a record: strict like the record."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- export records
@@ -120,9 +126,7 @@ class OrtGenAIExportRecord(ExportRecord):
     toolchain: dict[str, str]
 
 
-class NPUCompile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NPUCompile(_Part):
     call: str
     quantization: str | None
     lm_head_untied: bool
@@ -130,9 +134,7 @@ class NPUCompile(BaseModel):
     packing: str | None
 
 
-class FileEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FileEntry(_Part):
     sha256: str
     size: int
 
@@ -181,9 +183,7 @@ def read_export_record(path: Path) -> ExportRecord:
 # --------------------------------------------------------------------------- metrics
 
 
-class SmokeResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SmokeResult(_Part):
     id: str
     messages: list[dict[str, str]]
     text: str
@@ -215,9 +215,7 @@ class SmokeRecord(Record):
     must_pass: bool
 
 
-class GateResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class GateResult(_Part):
     gate: str
     metric: str
     op: str
@@ -226,9 +224,7 @@ class GateResult(BaseModel):
     passed: bool
 
 
-class SmokeVerdict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SmokeVerdict(_Part):
     passed: bool
     prefix_agreement: Number | None
     file: str
@@ -253,9 +249,7 @@ class ValidateRecord(Record):
     passed: bool
 
 
-class Machine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Machine(_Part):
     cpus: int | None
     mem_total_gib: Number | None
 
@@ -276,10 +270,6 @@ class CostRecord(Record):
 
 
 # --------------------------------------------------------------------------- the bundle manifest
-
-
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SourceFacts(_Part):
@@ -344,7 +334,7 @@ class ValidationFacts(_Part):
     smoke: SmokeSummary | None = None
     validate_: ValidateSummary | None = Field(default=None, alias="validate")  # BaseModel.validate is taken
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, serialize_by_alias=True)
 
 
 class BuildFacts(_Part):
@@ -392,4 +382,4 @@ class Manifest(Record):
     files: dict[str, FileEntry] = {}
     pickle_files: list[str] = []
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, serialize_by_alias=True)

@@ -290,6 +290,6 @@ def repro_workspace(request: pytest.FixtureRequest, embedded_dir: Path):
             r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ws, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
             done.write_text(json.dumps({"args": r.args, "returncode": r.returncode, "stdout": r.stdout,
-                                        "stderr": r.stderr}))
+                                        "stderr": ""}))  # merged into stdout
     rec = json.loads(done.read_text())
     return ws, subprocess.CompletedProcess(rec["args"], rec["returncode"], rec["stdout"], rec["stderr"]), env

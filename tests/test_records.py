@@ -44,6 +44,9 @@ def test_unknown_key_and_wrong_type_are_refused_naming_file_key_and_fix(tmp_path
     path.write_text(json.dumps({**COST, "process": "thread"}))
     with pytest.raises(RecordError, match="process"):
         CostRecord.read(path)
+    path.write_text(json.dumps({**COST, "peak_rss_mib": "812"}))  # strict: no coercion from text
+    with pytest.raises(RecordError, match="peak_rss_mib"):
+        CostRecord.read(path)
     path.write_text("{not json")
     with pytest.raises(RecordError, match="not valid JSON"):
         CostRecord.read(path)
