@@ -91,6 +91,13 @@ def test_ortgenai_builder_internals_keep_their_shape():
     assert {"model_name", "input_path", "output_dir", "precision", "execution_provider", "cache_dir",
             "extra_options"} <= _params(parse_extra_options)
     assert len(inspect.signature(create_model).parameters) >= 6
+    # the commit it stamps into model.onnx: a classmethod asked by stamp_build_metadata (the_packages_commit)
+    assert isinstance(inspect.getattr_static(model, "get_genai_commit"), classmethod)
+    assert "rev-parse" in inspect.getsource(model.get_genai_commit)
+    assert "cls.get_genai_commit()" in inspect.getsource(model.stamp_build_metadata)
+    import onnxruntime_genai
+
+    assert len(onnxruntime_genai.__commit__) == 40
 
 
 def test_dvc_planner_internals_keep_their_shape():

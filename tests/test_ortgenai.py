@@ -75,6 +75,23 @@ def _build(tmp_path, src, key, variant):
 
 
 @pytest.mark.slow
+def test_model_names_the_builders_own_commit_not_this_checkouts(tmp_path, tiny_phi3):
+    """The builder stamps ``git rev-parse HEAD`` of whatever checkout holds its site-packages into model.onnx;
+    for a .venv inside this repository that was this repository's HEAD, so the model's bytes changed with
+    every commit here. The export stamps the installed package's own commit, as a wheel install outside git."""
+    import subprocess
+
+    import onnx
+    import onnxruntime_genai as og
+
+    out, _ = _build(tmp_path, tiny_phi3, "dml-fp16", {"precision": "fp16", "execution_provider": "dml"})
+    producer = onnx.load(str(out / "model.onnx"), load_external_data=False).producer_version
+    assert producer == f"{og.__version__}+{og.__commit__[:7]}", producer
+    ours = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert not ours or not producer.endswith(ours[:7])
+
+
+@pytest.mark.slow
 def test_options_reach_the_graph_and_files_are_complete(tmp_path, tiny_phi3):
     out, rec = _build(tmp_path, tiny_phi3, "cpu-int4",
                       {"precision": "int4", "execution_provider": "cpu", "block_size": 64, "accuracy_level": 1,

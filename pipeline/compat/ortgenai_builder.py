@@ -40,8 +40,35 @@ def run_builder(key: str, precision: str, execution_provider: str, extra_options
         precision=precision, execution_provider=execution_provider,
         cache_dir=str(cache), extra_options=extra,
     )
-    create_model(str(source_dir), str(source_dir), str(out), precision, execution_provider,
-                 str(cache), **options)
+    with the_packages_commit():
+        create_model(str(source_dir), str(source_dir), str(out), precision, execution_provider,
+                     str(cache), **options)
+
+
+@contextlib.contextmanager
+def the_packages_commit() -> Iterator[str | None]:
+    """While the builder runs, it stamps the commit of the installed onnxruntime-genai package
+    (``onnxruntime_genai.__commit__``) into ``model.onnx``'s producer_version.
+
+    The 0.18 builder looks for its commit with ``git rev-parse HEAD`` five folders above its own file
+    (``Model.get_genai_commit``, meant for a source checkout). A virtual environment inside a git
+    checkout, like this project's ``.venv``, answers with that checkout's HEAD: the model's bytes then
+    changed with every commit of this repository, and named a commit the builder never had. Outside any
+    git checkout the builder falls back to ``__commit__``; this makes that the answer everywhere. Yields
+    the commit (None, with a warning and nothing changed, if the builder's layout is not recognized).
+    """
+    from unittest import mock
+
+    import onnxruntime_genai
+
+    commit = getattr(onnxruntime_genai, "__commit__", None)
+    model_class = builder_model_class()
+    if model_class is None or not hasattr(model_class, "get_genai_commit") or not commit:
+        log.warning("onnxruntime-genai builder layout not recognized: model.onnx names the commit git finds")
+        yield None
+        return
+    with mock.patch.object(model_class, "get_genai_commit", classmethod(lambda cls: commit)):
+        yield commit
 
 
 SPILL_DIR = ".aipc-unquantized"
