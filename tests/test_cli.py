@@ -193,3 +193,20 @@ def test_workspace_init_prints_each_line_once(tmp_path):
     lines = [re.sub(r"^\d\d:\d\d:\d\d \w+ [\w.]+: ", "", ln) for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert lines.count("Initialized DVC repository.") == 1, lines
     assert len(lines) == len(set(lines)), lines
+
+
+def test_longrope_factor_advice_is_not_printed_and_other_warnings_are(tmp_path):
+    """A LongRoPE config as the Hub ships it: transformers' advice to its authors (set `factor`) is dropped by the
+    command's logging; its other warnings are not."""
+    code = (
+        "import json, logging\n"
+        "from aipc.stages.cli import _setup_logging\n"
+        "_setup_logging(0)\n"
+        "from transformers import Phi3Config\n"
+        f"cfg = json.load(open({str(ROOT / 'tests/data/configs/Phi-3-mini-128k-instruct.json')!r}))\n"
+        "Phi3Config(**{k: v for k, v in cfg.items() if not k.startswith('_') and k != 'auto_map'})\n"
+        "logging.getLogger('transformers.modeling_rope_utils').warning('another warning')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Please set the `factor`" not in r.stderr and "another warning" in r.stderr, r.stderr
