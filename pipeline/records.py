@@ -56,13 +56,16 @@ class Record(BaseModel):
             raise RecordError(f"{where}: not a valid {cls.WHAT}: {first_problem(err)}", fix=cls.FIX) from None
 
     @classmethod
-    def read(cls, path: Path):
-        path = Path(path)
+    def load_json(cls, path: Path) -> Any:
+        """The file's JSON, or :class:`RecordError` naming it and this record's fix."""
         try:
-            data = read_json(path)
+            return read_json(path)
         except ValueError as err:
             raise RecordError(f"{path}: not valid JSON ({err})", fix=cls.FIX) from None
-        return cls.check(data, str(path))
+
+    @classmethod
+    def read(cls, path: Path):
+        return cls.check(cls.load_json(Path(path)), str(path))
 
 
 def first_problem(err: ValidationError) -> str:
@@ -166,11 +169,7 @@ EXPORT_RECORDS: dict[str, tuple[type[ExportRecord], ...]] = {
 
 def read_export_record(path: Path) -> ExportRecord:
     """An artifact's ``aipc_export.json`` as the model of the backend it names."""
-    path = Path(path)
-    try:
-        data = read_json(path)
-    except ValueError as err:
-        raise RecordError(f"{path}: not valid JSON ({err})", fix=ExportRecord.FIX) from None
+    data = ExportRecord.load_json(Path(path))
     backend = data.get("backend") if isinstance(data, dict) else None
     models = EXPORT_RECORDS.get(backend) if isinstance(backend, str) else None
     if not models:

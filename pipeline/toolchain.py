@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from importlib import metadata
 
@@ -31,6 +32,25 @@ def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+class _DropRecords(logging.Filter):
+    """Drops a logger's records whose message starts with ``prefix``; nothing else."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def drop_log_records(logger_name: str, prefix: str) -> None:
+    """Third-party noise filtered at its source: the logger ``logger_name`` no longer emits records whose
+    message starts with ``prefix`` (idempotent; a filter on that logger, so its other records pass)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropRecords) and f.prefix == prefix for f in logger.filters):
+        logger.addFilter(_DropRecords(prefix))
 
 
 def disable_telemetry() -> None:

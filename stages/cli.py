@@ -22,19 +22,14 @@ def _setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # DVC prints through the handlers it installs when imported; passed on to ours, each line came twice
     logging.getLogger("dvc").propagate = False
-    rope = logging.getLogger("transformers.modeling_rope_utils")
-    if not any(isinstance(f, _RopeFactorAdvice) for f in rope.filters):
-        rope.addFilter(_RopeFactorAdvice())
+    # transformers 5 advises, in every process that reads a LongRoPE config as the Hub ships it (Phi-3-mini-128k,
+    # Phi-3.5-mini, Phi-4-mini: original_max_position_embeddings without factor), to set factor instead: once
+    # per stage, advice to the model's authors, nothing a user of the pipeline can act on (the config ships
+    # unchanged)
+    from aipc.pipeline.toolchain import drop_log_records
 
-
-class _RopeFactorAdvice(logging.Filter):
-    """transformers 5 advises, in every process that reads a LongRoPE config as the Hub ships it (Phi-3-mini-128k,
-    Phi-3.5-mini, Phi-4-mini: ``original_max_position_embeddings`` without ``factor``), to set ``factor``
-    instead: once per stage, advice to the model's authors, nothing a user of the pipeline can act on (the
-    config ships unchanged). That one record is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Please set the `factor` field of `rope_parameters`" not in record.getMessage()
+    drop_log_records("transformers.modeling_rope_utils",
+                     "This model config has set a `rope_parameters['original_max_position_embeddings']` field")
     if not sys.stderr.isatty():  # per-tensor progress bars of the exporters flood logs and CI output
         os.environ.setdefault("TQDM_DISABLE", "1")
 

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
+from ..toolchain import drop_log_records
 from .gate import Gate
 
 GATE = Gate("optimum-intel", ("2.1.0",), __name__)
@@ -52,18 +52,9 @@ def apply_quantization(model: Any, quantization_config: dict[str, Any], source_d
     )
 
 
-class _OfflineFormatProbe(logging.Filter):
+def quiet_offline_format_probe() -> None:
     """optimum-intel 2.1's ``from_pretrained`` probes whether a model is already OpenVINO IR; with
     ``HF_HUB_OFFLINE`` it reads the probe's answer from the Hub cache even for a local folder, fails, logs
     "Could not infer whether the model was already converted ..." and then loads the folder as IR anyway
-    (the pipeline only loads IR folders it wrote). The one record is dropped; nothing else is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(PROBE_MESSAGE)
-
-
-def quiet_offline_format_probe() -> None:
-    """Install :class:`_OfflineFormatProbe` on optimum-intel's model loader logger (idempotent)."""
-    logger = logging.getLogger(PROBE_LOGGER)
-    if not any(isinstance(f, _OfflineFormatProbe) for f in logger.filters):
-        logger.addFilter(_OfflineFormatProbe())
+    (the pipeline only loads IR folders it wrote). That one record is dropped; nothing else is (idempotent)."""
+    drop_log_records(PROBE_LOGGER, PROBE_MESSAGE)

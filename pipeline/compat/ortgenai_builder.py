@@ -1,13 +1,14 @@
-"""The ONNX Runtime GenAI model builder (``onnxruntime_genai.models.builder``): its Python entry and the two
+"""The ONNX Runtime GenAI model builder (``onnxruntime_genai.models.builder``): its Python entry and the
 patches of its internals the pipeline makes while it runs.
 
-* :func:`run_builder`: ``parse_extra_options`` + ``create_model``, what the builder's ``-m`` form runs.
+* :func:`run_builder`: ``parse_extra_options`` + ``create_model``, what the builder's ``-m`` form runs,
+  with :func:`the_packages_commit`: ``Model.get_genai_commit`` answers the installed package's commit.
 * :func:`layers_without_random_init`: its ``Model.make_layer`` under transformers' ``no_init_weights``.
 * :func:`unquantized_graph_on_disk`: the one ``ir.to_proto`` call in its ``Model.to_nbits`` spills the
   float graph to disk.
 
-The builder imports its classes as the top-level module ``builders.base``; both patches find
-``Model`` there and, if that layout changes, log a warning and change nothing.
+The builder imports its classes as the top-level module ``builders.base``; every patch finds ``Model``
+there (:func:`_patchable`) and, if that layout changes, logs a warning and changes nothing.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def the_packages_commit() -> Iterator[str | None]:
     import onnxruntime_genai
 
     commit = getattr(onnxruntime_genai, "__commit__", None)
-    model_class = builder_model_class()
-    if model_class is None or not hasattr(model_class, "get_genai_commit") or not commit:
-        log.warning("onnxruntime-genai builder layout not recognized: model.onnx names the commit git finds")
+    if not commit:
+        log.warning("onnxruntime-genai records no __commit__: model.onnx names the commit git finds")
+    model_class = _patchable("get_genai_commit", "model.onnx names the commit git finds") if commit else None
+    if model_class is None:
         yield None
         return
     with mock.patch.object(model_class, "get_genai_commit", classmethod(lambda cls: commit)):
@@ -103,6 +105,16 @@ def builder_model_class() -> Any:
     return getattr(base, "Model", None) if base is not None else None
 
 
+def _patchable(method: str, otherwise: str) -> Any:
+    """The builder's ``Model`` when it has ``method`` to patch; else None, with a warning saying ``otherwise``
+    (what the build does without the patch)."""
+    model_class = builder_model_class()
+    if model_class is None or not hasattr(model_class, method):
+        log.warning("onnxruntime-genai builder layout not recognized: %s", otherwise)
+        return None
+    return model_class
+
+
 @contextlib.contextmanager
 def layers_without_random_init() -> Iterator[bool]:
     """While the builder maps each decoder layer to ONNX ops, torch's weight-init functions do nothing.
@@ -119,9 +131,8 @@ def layers_without_random_init() -> Iterator[bool]:
 
     from transformers.initialization import no_init_weights
 
-    model_class = builder_model_class()
-    if model_class is None or not hasattr(model_class, "make_layer"):
-        log.warning("onnxruntime-genai builder layout not recognized: its layers are built with torch's random init")
+    model_class = _patchable("make_layer", "its layers are built with torch's random init")
+    if model_class is None:
         yield False
         return
     upstream = model_class.make_layer
@@ -155,9 +166,8 @@ def unquantized_graph_on_disk(spill_dir: Path, enabled: bool = True) -> Iterator
     if not enabled:
         yield spills
         return
-    model_class = builder_model_class()
-    if model_class is None or not hasattr(model_class, "to_nbits"):
-        log.warning("onnxruntime-genai builder layout not recognized: INT4 quantization runs in memory")
+    model_class = _patchable("to_nbits", "INT4 quantization runs in memory")
+    if model_class is None:
         yield spills
         return
     upstream_to_nbits = model_class.to_nbits
